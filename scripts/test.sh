@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up the machine (scripts/setup.sh) and runs the default test suite: everything except the
+# markers that need minutes of tuning, an emulated device or the optional peer runtimes.
+# Pass pytest arguments to change that, e.g.  bash scripts/test.sh -m tuning
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+if [ "$#" -eq 0 ]; then
+  set -- -m "not tuning and not emulated and not bench"
+fi
+exec python3 -m pytest "$@"
