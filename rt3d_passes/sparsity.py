@@ -35,8 +35,8 @@ import numpy as np
 __all__ = [
     "DEFAULT_GROUP_CANDIDATES",
     "KGSCompact",
-    "SparsityInfo",
     "SparsityFormatError",
+    "SparsityInfo",
     "broadcast_unit_mask",
     "classify",
     "compact",

@@ -1,0 +1,237 @@
+"""Per-layer analysis of ``R.nn.conv3d``: what sparsity a layer has and whether RT3D rewrites it.
+
+The rewrite pass and :func:`rt3d_passes.inspect` share :func:`analyze_conv3d`, so the report a
+user reads is exactly the decision the pass takes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .kgs_conv3d import Conv3DGeometry
+from .sparsity import DEFAULT_STRAY_TOLERANCE, SparsityFormatError, SparsityInfo, classify
+
+__all__ = [
+    "CONV3D_OP",
+    "LAYER_NAMES_ATTR",
+    "Conv3DReport",
+    "analyze_conv3d",
+    "analyze_function",
+    "format_reports",
+]
+
+CONV3D_OP = tvm.ir.Op.get("relax.nn.conv3d")
+#: Function attribute (list of str) naming the conv3d calls of a function in binding order;
+#: written by :func:`rt3d_passes.from_torch` from the torch module names.
+LAYER_NAMES_ATTR = "rt3d.conv3d_names"
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv3DReport:
+    """What RT3D found in one ``R.nn.conv3d`` call and what it does with it."""
+
+    function: str
+    layer: str
+    """Torch module name when known (``from_torch``), else the Relax variable name."""
+    input_shape: tuple[int, ...] | None
+    weight_shape: tuple[int, ...] | None
+    strides: tuple[int, ...]
+    padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+    sparsity: SparsityInfo | None
+    """``None`` when the weight could not be read (not a constant, bad dtype...)."""
+    rewrite: bool
+    reason: str
+    """Why the layer is rewritten or left dense, in words."""
+    dense_macs: int = 0
+    """Layer MACs of the dense conv (all batch elements and output voxels)."""
+    kept_macs: int = 0
+
+    @property
+    def scheme(self) -> str:
+        return self.sparsity.scheme if self.sparsity else "-"
+
+    @property
+    def group(self) -> tuple[int, int] | None:
+        return self.sparsity.group if self.sparsity else None
+
+    @property
+    def mac_reduction(self) -> float:
+        if not self.kept_macs:
+            return float("inf") if self.dense_macs else 1.0
+        return self.dense_macs / self.kept_macs
+
+
+def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    try:
+        return tuple(int(v) for v in ty.shape.values)
+    except (TypeError, AttributeError):
+        return None  # symbolic dimension
+
+
+def analyze_conv3d(
+    call: relax.Call,
+    *,
+    function: str,
+    layer: str,
+    group: Sequence[int] | None = None,
+    min_mac_reduction: float = 1.2,
+    include_dense: bool = False,
+    stray_tolerance: float = DEFAULT_STRAY_TOLERANCE,
+) -> Conv3DReport:
+    """Analyze one ``R.nn.conv3d`` call.
+
+    Parameters
+    ----------
+    call : relax.Call
+        A call of ``relax.nn.conv3d``.
+    function, layer : str
+        Names used in the report and in error messages.
+    group : (int, int), optional
+        Kernel-group shape; ``None`` detects the best one per layer.
+    min_mac_reduction : float
+        Structured layers whose dense/kept MAC ratio is below this stay dense.
+    include_dense : bool
+        Also rewrite layers without exploitable zeros (dense, unstructured, or below the
+        threshold), computing every column: RT3D's own dense conv3d.
+    stray_tolerance : float
+        See :func:`rt3d_passes.sparsity.classify`.
+    """
+    a = call.attrs
+    data, weight = call.args[0], call.args[1]
+    in_shape, w_shape = _static_shape(data), _static_shape(weight)
+    common = dict(
+        function=function,
+        layer=layer,
+        input_shape=in_shape,
+        weight_shape=w_shape,
+        strides=tuple(int(v) for v in a.strides),
+        padding=tuple(int(v) for v in a.padding),
+        dilation=tuple(int(v) for v in a.dilation),
+    )
+
+    def dense(reason: str, info: SparsityInfo | None = None, macs=(0, 0)) -> Conv3DReport:
+        return Conv3DReport(**common, sparsity=info, rewrite=False, reason=reason,
+                            dense_macs=macs[0], kept_macs=macs[1])
+
+    if a.data_layout != "NCDHW" or a.kernel_layout != "OIDHW" or a.out_layout != "NCDHW":
+        return dense(f"layout {a.data_layout}/{a.kernel_layout}/{a.out_layout} "
+                     "(only NCDHW/OIDHW/NCDHW)")
+    if int(a.groups) != 1:
+        return dense(f"groups={int(a.groups)} (only groups=1)")
+    if not isinstance(weight, tvm.ir.GenericConst):
+        return dense("weight is not a constant (bind it: relax.transform.BindParams "
+                     "or rt3d_passes.from_torch)")
+    if in_shape is None or w_shape is None:
+        return dense("dynamic shape")
+    dtypes = {str(data.ty.dtype), str(weight.ty.dtype), str(a.out_dtype or data.ty.dtype)}
+    dtypes.discard("")
+    if dtypes != {"float32"}:
+        return dense(f"dtype {sorted(dtypes)} (only float32)")
+    if in_shape[1] != w_shape[1]:
+        # Relax's type inference rejects this too; guard anyway so a bad module never reaches
+        # the kernel with mismatched channels
+        raise ValueError(
+            f"{function}/{layer}: input {in_shape} has {in_shape[1]} channels but weight "
+            f"{w_shape} expects {w_shape[1]}"
+        )
+    geo = Conv3DGeometry(in_shape, w_shape[2:], common["strides"], common["padding"],
+                         common["dilation"])
+    voxels = in_shape[0] * int(np.prod(geo.output_spatial))
+    w_np = weight.value.numpy()
+    try:
+        info = classify(w_np, group, stray_tolerance=stray_tolerance, name=f"{function}/{layer}")
+    except SparsityFormatError as err:
+        if not include_dense:
+            return dense(f"group does not fit: {err}")
+        # computed dense anyway: any group shape that fits will do
+        info = classify(w_np, None, stray_tolerance=stray_tolerance, name=f"{function}/{layer}")
+    macs = (info.dense_macs * voxels, info.kept_macs * voxels)
+    if info.nonfinite:
+        return dense(f"{info.nonfinite} NaN/Inf weights", info, macs)
+    structured = info.is_structured and info.mac_reduction >= min_mac_reduction
+    if structured:
+        return Conv3DReport(**common, sparsity=info, rewrite=True,
+                            reason=f"{info.scheme} {info.group[0]}x{info.group[1]}, "
+                                   f"{info.mac_reduction:.2f}x fewer MACs",
+                            dense_macs=macs[0], kept_macs=macs[1])
+    if info.scheme == "unstructured":
+        why = (f"unstructured: {info.stray_zero_fraction:.1%} of weights are zero outside "
+               "whole kernel-group units")
+    elif info.scheme == "dense":
+        why = "dense"
+    else:
+        why = (f"below threshold: {info.mac_reduction:.2f}x < min_mac_reduction "
+               f"{min_mac_reduction:g}")
+    if include_dense:
+        return Conv3DReport(**common, sparsity=info, rewrite=True,
+                            reason=f"{why}; computed dense by RT3D's kernel",
+                            dense_macs=macs[0], kept_macs=macs[1])
+    return dense(why, info, macs)
+
+
+@relax.expr_functor.visitor
+class _Conv3DCollector(relax.PyExprVisitor):
+    """Conv3d bindings of a function, in binding order: [(variable name, call)]."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, relax.Call]] = []
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        value = binding.value
+        if isinstance(value, relax.Call) and value.op.same_as(CONV3D_OP):
+            self.found.append((binding.var.name, value))
+        super().visit_var_binding_(binding)
+
+
+def analyze_function(func: relax.Function, function: str, **options) -> list[Conv3DReport]:
+    """:func:`analyze_conv3d` for every conv3d of ``func``, in binding order.
+
+    Layers are named from the function's ``rt3d.conv3d_names`` attribute when it is present
+    and has one name per conv3d, else by their Relax variable.
+    """
+    collector = _Conv3DCollector()
+    collector.visit_expr(func)
+    names = [name for name, _ in collector.found]
+    if func.attrs and LAYER_NAMES_ATTR in func.attrs:
+        given = [str(v) for v in func.attrs[LAYER_NAMES_ATTR]]
+        if len(given) == len(names):
+            names = given
+    return [
+        analyze_conv3d(call, function=function, layer=name, **options)
+        for name, (_, call) in zip(names, collector.found)
+    ]
+
+
+def format_reports(reports: Sequence[Conv3DReport]) -> str:
+    """A fixed-width table of conv3d reports, with a total line."""
+    head = (f"{'layer':<18} {'weight':<20} {'scheme':<12} {'group':<6} {'GMACs':>8} "
+            f"{'kept':>8} {'red.':>6}  action")
+    lines = [head, "-" * len(head)]
+    tot_dense = tot_kept = 0
+    for r in reports:
+        w = "x".join(str(v) for v in r.weight_shape) if r.weight_shape else "?"
+        g = f"{r.group[0]}x{r.group[1]}" if r.group else "-"
+        kept = r.kept_macs if r.rewrite else r.dense_macs
+        tot_dense += r.dense_macs
+        tot_kept += kept
+        act = ("sparse: " if r.rewrite else "dense: ") + r.reason
+        lines.append(
+            f"{r.layer[:18]:<18} {w:<20} {r.scheme:<12} {g:<6} {r.dense_macs / 1e9:>8.3f} "
+            f"{kept / 1e9:>8.3f} {r.dense_macs / max(kept, 1):>5.2f}x  {act}"
+        )
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'total conv3d':<18} {'':<20} {'':<12} {'':<6} {tot_dense / 1e9:>8.3f} "
+        f"{tot_kept / 1e9:>8.3f} {tot_dense / max(tot_kept, 1):>5.2f}x"
+    )
+    return "\n".join(lines)

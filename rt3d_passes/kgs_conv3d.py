@@ -1,0 +1,273 @@
+"""The sparse KGS conv3d operator: a TE compute over compacted weights.
+
+The operator reads three tensors:
+
+* ``x`` -- the NCDHW input ``[N, C, D, H, W]``;
+* ``values`` -- the compacted weights ``[G, T, g_m]`` of :class:`~rt3d_passes.sparsity.KGSCompact`;
+* ``offsets`` -- ``[G, T]`` int32: for every kept column ``(c, kd, kh, kw)`` of output group
+  ``i``, its flat offset in the zero-padded input of one batch element,
+  ``((c * Dp + kd * dil_d) * Hp + kh * dil_h) * Wp + kw * dil_w``.
+
+and computes, for output channel ``m`` of group ``i = m // g_m``::
+
+    y[n, m, d, h, w] = sum_t values[i, t, m % g_m]
+                       * xpad[n, offsets[i, t] + d*s_d*Hp*Wp + h*s_h*Wp + w*s_w]
+
+so its work is ``G * T * g_m`` MACs per output voxel: proportional to the kept columns, and
+each group's inner product is a dense ``g_m``-wide vector update (the point of KGS). One
+index load per column, shared by all ``g_m`` output channels and all output positions of a
+tile, is the whole cost of the sparsity.
+
+Padding is materialized once into a flat buffer (``xpad``) so that every gather is in
+bounds and branch-free; the pad slots of short groups read offset 0 with weight 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from tvm import te, tirx
+
+from .sparsity import KGSCompact
+
+__all__ = [
+    "KGS_CONV3D_ATTR",
+    "KGS_CONV3D_BLOCK",
+    "KGS_PADDED_ATTR",
+    "KGS_SCHEDULE_RULE",
+    "Conv3DGeometry",
+    "column_offsets",
+    "kgs_conv3d_attrs",
+    "kgs_conv3d_primfunc",
+    "kgs_conv3d_te",
+]
+
+#: PrimFunc attribute marking the operator; its value is the group size g_m.
+KGS_CONV3D_ATTR = "rt3d.kgs_conv3d"
+#: PrimFunc attribute: (Dp, Hp, Wp) of the flat padded input, for the schedules.
+KGS_PADDED_ATTR = "rt3d.padded_spatial"
+#: Name of the compute block (schedules look it up by name).
+KGS_CONV3D_BLOCK = "kgs_conv3d"
+#: The block's ``schedule_rule`` annotation: MetaSchedule's ApplyCustomRule looks up the
+#: global function ``s_tir.meta_schedule.<target key>.rt3d.kgs_conv3d``.
+KGS_SCHEDULE_RULE = "rt3d.kgs_conv3d"
+
+
+class Conv3DGeometry:
+    """Shapes of one NCDHW conv3d: input, kernel, strides, padding (6), dilation, output.
+
+    Parameters
+    ----------
+    input_shape : (N, C, D, H, W)
+    kernel : (Kd, Kh, Kw)
+    strides : (s_d, s_h, s_w)
+    padding : (front, top, left, back, bottom, right), Relax's order; 3 values mean symmetric.
+    dilation : (dil_d, dil_h, dil_w)
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        kernel: Sequence[int],
+        strides: Sequence[int] = (1, 1, 1),
+        padding: Sequence[int] = (0, 0, 0),
+        dilation: Sequence[int] = (1, 1, 1),
+    ):
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.kernel = tuple(int(v) for v in kernel)
+        self.strides = tuple(int(v) for v in strides)
+        pad = tuple(int(v) for v in padding)
+        self.padding = pad * 2 if len(pad) == 3 else pad
+        self.dilation = tuple(int(v) for v in dilation)
+        if len(self.input_shape) != 5:
+            raise ValueError(f"input must be NCDHW (5-D), got shape {self.input_shape}")
+        if len(self.kernel) != 3 or len(self.strides) != 3 or len(self.dilation) != 3:
+            raise ValueError(
+                f"kernel, strides and dilation need 3 values each, got {self.kernel}, "
+                f"{self.strides}, {self.dilation}"
+            )
+        if len(self.padding) != 6:
+            raise ValueError(f"padding needs 3 or 6 values, got {pad}")
+        if min(self.strides + self.dilation + self.kernel) < 1 or min(self.padding) < 0:
+            raise ValueError(
+                f"invalid conv3d geometry: kernel {self.kernel}, strides {self.strides}, "
+                f"dilation {self.dilation}, padding {self.padding}"
+            )
+        if min(self.output_spatial) < 1:
+            raise ValueError(
+                f"kernel {self.kernel} (dilation {self.dilation}) does not fit the padded input "
+                f"{self.padded_spatial} (input {self.input_shape}, padding {self.padding})"
+            )
+
+    @property
+    def padded_spatial(self) -> tuple[int, int, int]:
+        _, _, d, h, w = self.input_shape
+        p = self.padding
+        return (d + p[0] + p[3], h + p[1] + p[4], w + p[2] + p[5])
+
+    @property
+    def output_spatial(self) -> tuple[int, int, int]:
+        return tuple(
+            (size - dil * (k - 1) - 1) // s + 1
+            for size, k, s, dil in zip(self.padded_spatial, self.kernel, self.strides,
+                                       self.dilation)
+        )
+
+    @property
+    def padded_size(self) -> int:
+        """Elements of one batch element's padded input."""
+        dp, hp, wp = self.padded_spatial
+        return self.input_shape[1] * dp * hp * wp
+
+    def output_shape(self, out_channels: int) -> tuple[int, int, int, int, int]:
+        return (self.input_shape[0], int(out_channels), *self.output_spatial)
+
+
+def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
+    """Flat offsets ``[G, T]`` (int32) of every kept column in the padded input.
+
+    Raises
+    ------
+    ValueError
+        When the weight's input channels or kernel do not match the geometry, or the padded
+        input is too large for 32-bit offsets.
+    """
+    m, n, kd, kh, kw = packed.weight_shape
+    if n != geometry.input_shape[1] or (kd, kh, kw) != geometry.kernel:
+        raise ValueError(
+            f"weight {packed.weight_shape} does not match input {geometry.input_shape} with "
+            f"kernel {geometry.kernel}: input channels or kernel differ"
+        )
+    if geometry.padded_size >= 2**31:
+        raise ValueError(
+            f"padded input of {geometry.padded_size} elements per batch item does not fit "
+            "32-bit offsets"
+        )
+    _, hp, wp = geometry.padded_spatial
+    dp = geometry.padded_spatial[0]
+    dd, dh, dw = geometry.dilation
+    c, a, b, e = (packed.columns[..., k].astype(np.int64) for k in range(4))
+    off = ((c * dp + a * dd) * hp + b * dh) * wp + e * dw
+    return off.astype(np.int32)
+
+
+def kgs_conv3d_te(
+    x: te.Tensor,
+    values: te.Tensor,
+    offsets: te.Tensor,
+    out_channels: int,
+    kernel: Sequence[int],
+    strides: Sequence[int] = (1, 1, 1),
+    padding: Sequence[int] = (0, 0, 0),
+    dilation: Sequence[int] = (1, 1, 1),
+) -> te.Tensor:
+    """TE compute of the KGS sparse conv3d (see the module docstring).
+
+    Parameters
+    ----------
+    x : te.Tensor
+        Input ``[N, C, D, H, W]``, float32.
+    values : te.Tensor
+        Compacted weights ``[G, T, g_m]``.
+    offsets : te.Tensor
+        Column offsets ``[G, T]`` int32, from :func:`column_offsets` with the same geometry.
+    out_channels : int
+        ``M``; the last group may be partial (``M <= G * g_m``).
+    kernel, strides, padding, dilation :
+        As in :class:`Conv3DGeometry`.
+
+    Returns
+    -------
+    y : te.Tensor
+        Output ``[N, M, OD, OH, OW]``.
+    """
+    geo = Conv3DGeometry([int(s) for s in x.shape], kernel, strides, padding, dilation)
+    n_batch, chans, d_in, h_in, w_in = geo.input_shape
+    dp, hp, wp = geo.padded_spatial
+    p_front, p_top, p_left = geo.padding[:3]
+    sd, sh, sw = geo.strides
+    od, oh, ow = geo.output_spatial
+    g_count, t_len, gm = (int(s) for s in values.shape)
+    if tuple(int(s) for s in offsets.shape) != (g_count, t_len):
+        raise ValueError(
+            f"offsets shape {tuple(offsets.shape)} does not match values {tuple(values.shape)}"
+        )
+    if not (g_count - 1) * gm < out_channels <= g_count * gm:
+        raise ValueError(
+            f"{out_channels} output channels do not fit {g_count} groups of {gm}"
+        )
+
+    def _pad(n, f):
+        # f enumerates (c, dd, hh, ww) of the padded input; schedules split f into these four
+        # loops so the divisions below simplify away.
+        c = f // (dp * hp * wp)
+        dd = f // (hp * wp) % dp - p_front
+        hh = f // wp % hp - p_top
+        ww = f % wp - p_left
+        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
+        return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
+
+    xpad = te.compute(
+        (n_batch, chans * dp * hp * wp),
+        _pad,
+        name="kgs_pad",
+        # MetaSchedule's default rules leave it to the operator's own rule
+        attrs={"schedule_rule": "None"},
+    )
+    t = te.reduce_axis((0, t_len), name="t")
+    plane, row = hp * wp, wp
+
+    def _conv(n, m, d, h, w):
+        g = m // gm
+        base = d * (sd * plane) + h * (sh * row) + w * sw
+        return te.sum(values[g, t, m % gm] * xpad[n, offsets[g, t] + base], axis=t)
+
+    y = te.compute(
+        (n_batch, g_count * gm, od, oh, ow),
+        _conv,
+        name=KGS_CONV3D_BLOCK,
+        attrs={"schedule_rule": KGS_SCHEDULE_RULE},
+    )
+    if g_count * gm != out_channels:
+        # edge output group: compute whole groups (vector-friendly), then drop the extra rows
+        y = te.compute(
+            (n_batch, out_channels, od, oh, ow),
+            lambda n, m, d, h, w: y[n, m, d, h, w],
+            name="kgs_crop",
+            attrs={"schedule_rule": "None"},
+        )
+    return y
+
+
+def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int) -> dict:
+    """The PrimFunc attributes that mark the operator and give schedules its geometry."""
+    return {
+        KGS_CONV3D_ATTR: int(group_m),
+        KGS_PADDED_ATTR: [int(v) for v in geometry.padded_spatial],
+        # kOpaque: FuseOps must not fuse neighbours into the hand-scheduled operator
+        "op_pattern": 8,
+    }
+
+
+def kgs_conv3d_primfunc(
+    input_shape: Sequence[int],
+    packed: KGSCompact,
+    strides: Sequence[int] = (1, 1, 1),
+    padding: Sequence[int] = (0, 0, 0),
+    dilation: Sequence[int] = (1, 1, 1),
+    dtype: str = "float32",
+) -> tirx.PrimFunc:
+    """A standalone PrimFunc ``main(x, values, offsets, y)`` for one layer.
+
+    Used by tests, benchmarks and tuning; the Relax pass builds the same function through
+    ``BlockBuilder.call_te``.
+    """
+    geo = Conv3DGeometry(input_shape, packed.weight_shape[2:], strides, padding, dilation)
+    x = te.placeholder(geo.input_shape, dtype, name="x")
+    values = te.placeholder(packed.values.shape, dtype, name="values")
+    offsets = te.placeholder(packed.values.shape[:2], "int32", name="offsets")
+    y = kgs_conv3d_te(x, values, offsets, packed.weight_shape[0], geo.kernel, geo.strides,
+                      geo.padding, geo.dilation)
+    func = te.create_prim_func([x, values, offsets, y])
+    return func.with_attrs({"global_symbol": "main", **kgs_conv3d_attrs(geo, packed.group[0])})

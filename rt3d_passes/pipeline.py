@@ -1,0 +1,97 @@
+"""The ``rt3d`` Relax pipeline: RT3D's passes, then TVM's default lowering for the target.
+
+Registered with ``relax.register_pipeline`` (like MLC-LLM's ``mlc_llm`` pipeline)::
+
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+
+or, for a user who already has a pipeline, put the rewrite in front of it::
+
+    seq = tvm.transform.Sequential([rt3d_passes.RewriteKGSConv3D(), user_pipeline])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.s_tir import dlight as dl
+from tvm.target import Target
+
+from .rewrite_kgs_conv3d import RewriteKGSConv3D
+
+__all__ = ["rt3d_pipeline"]
+
+
+def _passes(target: Target, rewrite: tvm.transform.Pass) -> list[tvm.transform.Pass]:
+    import schedules  # the rules need rt3d_passes; import late to keep the packages acyclic
+
+    rules = schedules.default_rules(target)
+    if "gpu" in target.keys:
+        return [
+            # Phase 1: RT3D graph rewrite
+            rewrite,
+            # Phase 2: RT3D's own schedules (marked tirx.is_scheduled: left alone after)
+            dl.ApplyDefaultSchedule(*rules) if rules else tvm.transform.Sequential([]),
+            # Phase 3: the target's default pipeline (legalize, dlight, lowering)
+            relax.get_default_pipeline(target),
+        ]
+    return [
+        # Phase 1: RT3D graph rewrite (before LegalizeOps: it matches R.nn.conv3d)
+        rewrite,
+        # Phase 2: TVM's CPU legalization and fusion (our PrimFuncs are opaque to FuseOps)
+        *cpu_generic.library_dispatch_passes(target),
+        *cpu_generic.legalize_passes(target),
+        # Phase 3: schedules: RT3D's rules, then dlight's generic CPU rules
+        dl.ApplyDefaultSchedule(*rules),
+        # Phase 4: TVM's lowering to the VM
+        *cpu_generic.dataflow_lower_passes(target),
+        *cpu_generic.finalize_passes(target),
+    ]
+
+
+@relax.register_pipeline("rt3d")
+def rt3d_pipeline(
+    target: Target | dict | str | None = None,
+    min_mac_reduction: float = 1.2,
+    group: Sequence[int] | None = None,
+    include_dense: bool = True,
+) -> tvm.transform.Pass:
+    """The RT3D compilation pipeline.
+
+    Parameters
+    ----------
+    target : Target, optional
+        The target; ``None`` takes the current target when the pipeline runs (``tvm.compile``
+        enters it).
+    min_mac_reduction, group :
+        Passed to :class:`~rt3d_passes.RewriteKGSConv3D`.
+    include_dense : bool
+        Compile unpruned conv3d layers with RT3D's kernel too (default), instead of TVM's
+        unscheduled default conv3d.
+    """
+    rewrite = RewriteKGSConv3D(min_mac_reduction=min_mac_reduction, group=group,
+                               include_dense=include_dense)
+    if target is not None:
+        target = target if isinstance(target, Target) else Target(target)
+        return _with_target(target, tvm.transform.Sequential(_passes(target, rewrite),
+                                                             name="RT3DPipeline"))
+
+    @tvm.transform.module_pass(opt_level=0, name="RT3DPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        current = Target.current(allow_none=False)
+        return tvm.transform.Sequential(_passes(current, rewrite))(mod)
+
+    return _pipeline
+
+
+def _with_target(target: Target, seq: tvm.transform.Pass) -> tvm.transform.Pass:
+    """Run ``seq`` inside ``with target`` (dlight and legalization read the current target)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="RT3DPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            return seq(mod)
+
+    return _pipeline

@@ -1,0 +1,123 @@
+"""A compiler pass that rewrites pruned ``R.nn.conv3d`` layers into RT3D's sparse KGS operator."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import tvm
+from tvm import IRModule, relax
+
+from .conv3d_analysis import CONV3D_OP, Conv3DReport, analyze_function
+from .kgs_conv3d import (
+    KGS_CONV3D_BLOCK,
+    Conv3DGeometry,
+    column_offsets,
+    kgs_conv3d_attrs,
+    kgs_conv3d_te,
+)
+from .sparsity import DEFAULT_STRAY_TOLERANCE, compact
+
+__all__ = ["RewriteKGSConv3D"]
+
+
+@tvm.transform.module_pass(opt_level=0, name="RewriteKGSConv3D")
+class RewriteKGSConv3D:
+    """Rewrite conv3d layers with constant, structurally pruned weights into sparse KGS calls.
+
+    Every ``R.nn.conv3d(x, W)`` whose weight ``W`` is a constant with an exact vanilla or KGS
+    zero pattern (see :mod:`rt3d_passes.sparsity`) and at least ``min_mac_reduction`` fewer
+    MACs becomes ``R.call_tir(kgs_conv3d, (x, values, offsets))``: the compacted weights and
+    the column offsets are new constants, and the PrimFunc is the TE compute of
+    :func:`rt3d_passes.kgs_conv3d.kgs_conv3d_te`, carrying the ``rt3d.kgs_conv3d`` attribute
+    and a ``schedule_rule`` block annotation that select its schedule. Nothing else in the
+    module changes.
+
+    Parameters
+    ----------
+    min_mac_reduction : float
+        Layers whose dense/kept MAC ratio is lower stay dense (the report says so).
+    group : (int, int), optional
+        Kernel-group shape ``(g_m, g_n)``; ``None`` detects the best shape per layer.
+    include_dense : bool
+        Also rewrite conv3d layers without exploitable zeros, computing every column. That
+        gives unpruned layers RT3D's scheduled kernel instead of TVM's default conv3d.
+    stray_tolerance : float
+        Fraction of zeros outside whole units tolerated before a layer counts as
+        unstructured (see :func:`rt3d_passes.sparsity.classify`).
+
+    Notes
+    -----
+    Run it before ``LegalizeOps``, on a module whose conv3d weights are constants: import
+    with ``from_exported_program(..., keep_params_as_input=False)`` (or
+    :func:`rt3d_passes.from_torch`), or bind parameters first with
+    ``relax.transform.BindParams``. Weights that are function parameters are left dense.
+    The generated PrimFuncs are opaque to ``FuseOps``; give them a schedule with
+    ``dlight.ApplyDefaultSchedule(schedules.default_rules(target))`` or MetaSchedule.
+    """
+
+    def __init__(
+        self,
+        min_mac_reduction: float = 1.2,
+        group: Sequence[int] | None = None,
+        include_dense: bool = False,
+        stray_tolerance: float = DEFAULT_STRAY_TOLERANCE,
+    ):
+        if min_mac_reduction < 1.0:
+            raise ValueError(f"min_mac_reduction must be >= 1.0, got {min_mac_reduction}")
+        self.options = dict(
+            group=None if group is None else (int(group[0]), int(group[1])),
+            min_mac_reduction=float(min_mac_reduction),
+            include_dense=bool(include_dense),
+            stray_tolerance=float(stray_tolerance),
+        )
+
+    def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        """IRModule-level transformation"""
+        rewriter = _KGSConv3DRewriter(mod)
+        for g_var, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                reports = analyze_function(func, g_var.name_hint, **self.options)
+                if any(r.rewrite for r in reports):
+                    rewriter.reports = reports
+                    func = rewriter.visit_expr(func)
+                    rewriter.builder_.update_func(g_var, func)
+        return rewriter.builder_.get()
+
+
+@relax.expr_functor.mutator
+class _KGSConv3DRewriter(relax.PyExprMutator):
+    """Replaces the conv3d calls whose report says ``rewrite`` (reports in binding order)."""
+
+    def __init__(self, mod: IRModule):
+        super().__init__(mod)
+        self.reports: list[Conv3DReport] = []
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = self.visit_expr_post_order(call)
+        if not call.op.same_as(CONV3D_OP):
+            return call
+        # post-order visits bindings in order, as analyze_function listed them
+        report = self.reports.pop(0)
+        if not report.rewrite:
+            return call
+        return _emit_kgs_conv3d(self.builder_, call, report)
+
+
+def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DReport):
+    weight = call.args[1].value.numpy()
+    packed = compact(weight, report.group, name=f"{report.function}/{report.layer}")
+    geo = Conv3DGeometry(report.input_shape, weight.shape[2:], report.strides, report.padding,
+                         report.dilation)
+    return bb.call_te(
+        kgs_conv3d_te,
+        call.args[0],
+        relax.const(packed.values),
+        relax.const(column_offsets(packed, geo)),
+        int(weight.shape[0]),
+        geo.kernel,
+        geo.strides,
+        geo.padding,
+        geo.dilation,
+        primfunc_name_hint=KGS_CONV3D_BLOCK,
+        primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0]),
+    )

@@ -1,0 +1,48 @@
+"""Weight generators shared by tests and benchmarks (numpy only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .sparsity import broadcast_unit_mask
+
+__all__ = ["structured_weight"]
+
+
+def structured_weight(
+    shape: Sequence[int],
+    scheme: str,
+    rate: float,
+    group: Sequence[int] = (8, 4),
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """A random float32 conv3d weight with an exact zero pattern.
+
+    Parameters
+    ----------
+    shape : (M, N, Kd, Kh, Kw)
+    scheme : ``"kgs"`` (units pruned), ``"vanilla"`` (whole kernel groups pruned),
+        ``"unstructured"`` (single weights pruned) or ``"dense"``.
+    rate : float
+        Fraction of units / groups / weights pruned, in [0, 1].
+    group : (g_m, g_n)
+    rng : np.random.Generator
+    """
+    rng = rng or np.random.default_rng()
+    m, n, *k = (int(s) for s in shape)
+    w = rng.standard_normal((m, n, *k)).astype(np.float32)
+    gm, gn = int(group[0]), int(group[1])
+    mg, ng, k3 = -(-m // gm), -(-n // gn), int(np.prod(k))
+    if scheme == "dense" or rate == 0:
+        return w
+    if scheme == "kgs":
+        mask = rng.random((mg, ng, k3)) >= rate
+    elif scheme == "vanilla":
+        mask = np.repeat(rng.random((mg, ng, 1)) >= rate, k3, axis=2)
+    elif scheme == "unstructured":
+        return w * (rng.random(w.shape) >= rate)
+    else:
+        raise ValueError(f"unknown scheme {scheme!r}: dense, kgs, vanilla, unstructured")
+    return w * broadcast_unit_mask(mask, w.shape, (gm, gn))

@@ -1,0 +1,109 @@
+"""CPU schedule of the KGS sparse conv3d (x86-64 AVX2 and aarch64 NEON).
+
+Register tile: all ``g_m`` output channels of a group share the group's kept columns, so the
+innermost loop is a ``g_m``-wide vector (8 fp32 = one AVX2 register, 4 = one NEON register)
+and ``R`` output positions along W are blocked: per kept column the kernel loads one weight
+vector and one index, broadcasts ``R`` input scalars and issues ``R`` vector FMAs into
+accumulators that stay in registers for the whole reduction.
+
+Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give the default):
+
+* ``R`` -- output positions along W per tile (the innermost tile of W, at most 8);
+* ``Rh`` -- output rows per tile (1 or 2), for more reuse of each weight vector;
+* the auto-unroll step of the parallel loop.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR, KGS_CONV3D_BLOCK, KGS_PADDED_ATTR
+
+from .utils import largest_divisor, producers_named, tile
+
+__all__ = ["KGSConv3DCPU", "schedule_kgs_conv3d_cpu"]
+
+
+def _schedule_pad(sch: s_tir.Schedule, block, padded: tuple[int, int, int]) -> None:
+    """Parallel copy into the padded buffer: split the flat axis into (c, d, h, w) so the
+    index arithmetic of the flat layout simplifies to plain loops."""
+    n, f = sch.get_loops(block)
+    c, d, _, _ = sch.split(f, [None, *padded])
+    sch.parallel(sch.fuse(n, c, d))
+
+
+def schedule_kgs_conv3d_cpu(
+    sch: s_tir.Schedule,
+    fixed: bool = True,
+    max_w_tile: int = 8,
+    max_h_tile: int = 2,
+) -> s_tir.Schedule:
+    """Schedule one KGS conv3d PrimFunc (in place) for a CPU.
+
+    Parameters
+    ----------
+    sch : s_tir.Schedule
+        Schedule of a PrimFunc from :func:`rt3d_passes.kgs_conv3d.kgs_conv3d_te`.
+    fixed : bool
+        True: heuristic decisions (the untuned default). False: knobs left to sampling, so the
+        same function is a MetaSchedule design space.
+    max_w_tile, max_h_tile : int
+        Largest register tile along W and H (accumulators = ``R * Rh`` vectors of ``g_m``).
+
+    Returns
+    -------
+    sch : s_tir.Schedule
+    """
+    blk = sch.get_sblock(KGS_CONV3D_BLOCK)
+    gm = int(sch.mod["main"].attrs[KGS_CONV3D_ATTR])
+    n, m, d, h, w, t = sch.get_loops(blk)
+    g, mi = sch.split(m, [None, gm])
+    ow = int(sch.get(w).extent)
+    r_w = tile(sch, w, max_w_tile, largest_divisor(ow, max_w_tile) if fixed else None)
+    r_h = tile(sch, h, max_h_tile, 1 if fixed else None)
+    wo, wi = sch.split(w, r_w)
+    ho, hi = sch.split(h, r_h)
+    sch.reorder(n, g, d, ho, wo, t, hi, wi, mi)
+    acc = sch.cache_write(blk, 0, "local")
+    sch.reverse_compute_at(acc, wo, preserve_unit_loops=True)
+    outer = sch.fuse(n, g, d, ho)
+    sch.parallel(outer)
+    sch.vectorize(mi)  # before decompose_reduction (it needs a complete block)
+    sch.unroll(wi)
+    sch.unroll(hi)
+    sch.decompose_reduction(blk, t)
+    step = sch.sample_categorical(
+        [0, 16, 64, 512], probs=[0.25] * 4, decision=2 if fixed else None
+    )
+    sch.annotate(outer, "pragma_auto_unroll_max_step", step)
+    sch.annotate(outer, "pragma_unroll_explicit", 1)
+    # write-back of the accumulator tile: contiguous along W
+    acc_loops = sch.get_loops(acc)[-3:]  # (hi, wi, mi) of the tile
+    sch.reorder(acc_loops[2], acc_loops[0], acc_loops[1])
+    padded = tuple(int(v) for v in sch.mod["main"].attrs[KGS_PADDED_ATTR])
+    for pad in producers_named(sch, blk, "kgs_pad"):
+        _schedule_pad(sch, pad, padded)
+    for crop in _consumers_named(sch, acc, "kgs_crop"):
+        loops = sch.get_loops(crop)
+        sch.parallel(sch.fuse(*loops[:3]))
+    return sch
+
+
+def _consumers_named(sch: s_tir.Schedule, block, name: str) -> list:
+    return [b for b in sch.get_consumers(block) if sch.get(b).name_hint == name]
+
+
+class KGSConv3DCPU(s_tir.dlight.ScheduleRule):
+    """dlight rule: the default (untuned) CPU schedule of RT3D's sparse conv3d.
+
+    Returns None for any PrimFunc that is not an RT3D KGS conv3d.
+    """
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not func.attrs:
+            return None
+        if KGS_CONV3D_ATTR not in func.attrs or "cpu" not in target.keys:
+            return None
+        sch = s_tir.Schedule(func)
+        return schedule_kgs_conv3d_cpu(sch, fixed=not tunable)

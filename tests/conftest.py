@@ -1,0 +1,35 @@
+"""Shared fixtures: torch references and a fresh random generator per test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def conv3d_reference(x, weight, strides=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1)):
+    """``torch.nn.functional.conv3d`` with Relax's padding (3 or 6 values, asymmetric)."""
+    import torch
+
+    p = tuple(int(v) for v in padding)
+    p = p * 2 if len(p) == 3 else p
+    xt = torch.nn.functional.pad(torch.from_numpy(x), (p[2], p[5], p[1], p[4], p[0], p[3]))
+    return torch.nn.functional.conv3d(
+        xt, torch.from_numpy(weight), stride=tuple(strides), dilation=tuple(dilation)
+    ).numpy()
+
+
+def assert_close_rel(out: np.ndarray, ref: np.ndarray, rel: float = 1e-5) -> None:
+    """max |out - ref| <= rel * max |ref| (and the reference is not trivially zero)."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    scale = float(np.abs(ref).max())
+    assert scale > 0, "reference is all zeros: the test would prove nothing"
+    err = float(np.abs(out - ref).max())
+    assert err <= rel * scale, f"max abs error {err:.3g} > {rel:g} * max |ref| {scale:.3g}"
+
+
+@pytest.fixture
+def rng(request) -> np.random.Generator:
+    """Fresh inputs every run (seeded from the OS), printed on failure for replay."""
+    seed = int(np.random.SeedSequence().entropy % (2**32))
+    request.node.user_properties.append(("seed", seed))
+    return np.random.default_rng(seed)

@@ -1,0 +1,98 @@
+"""The sparse KGS conv3d operator against torch.nn.functional.conv3d on fresh random inputs."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import s_tir
+
+import schedules
+from rt3d_passes import sparsity as S
+from rt3d_passes.kgs_conv3d import (
+    KGS_CONV3D_ATTR,
+    Conv3DGeometry,
+    column_offsets,
+    kgs_conv3d_primfunc,
+)
+from rt3d_passes.target import host_target
+from rt3d_passes.testing import structured_weight
+from tests.conftest import assert_close_rel, conv3d_reference
+
+# (input NCDHW, M, kernel, strides, padding (3 or 6), dilation, group)
+CASES = {
+    "1x1x1": ((1, 16, 4, 6, 6), 32, (1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 1, 1), (8, 4)),
+    "3x3x3": ((1, 16, 4, 8, 8), 32, (3, 3, 3), (1, 1, 1), (1, 1, 1), (1, 1, 1), (8, 4)),
+    "3x3x3-s2": ((1, 16, 5, 9, 9), 24, (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1), (8, 4)),
+    "1x3x3-r2+1d": ((2, 45, 4, 8, 8), 144, (1, 3, 3), (1, 2, 2), (0, 1, 1), (1, 1, 1), (8, 4)),
+    "3x1x1-r2+1d": ((1, 144, 6, 5, 5), 45, (3, 1, 1), (2, 1, 1), (1, 0, 0), (1, 1, 1), (4, 4)),
+    "3x7x7-stem": ((1, 3, 5, 16, 16), 45, (3, 7, 7), (1, 2, 2), (1, 3, 3), (1, 1, 1), (8, 2)),
+    "1x7x7-stem": ((2, 3, 3, 14, 14), 64, (1, 7, 7), (1, 2, 2), (0, 3, 3), (1, 1, 1), (8, 2)),
+    "dilation2": ((1, 16, 7, 9, 9), 16, (3, 3, 3), (1, 1, 1), (2, 2, 2), (2, 2, 2), (8, 4)),
+    "asym-pad": ((1, 8, 4, 7, 9), 13, (2, 3, 3), (1, 2, 1), (0, 1, 2, 1, 0, 1), (1, 1, 1), (4, 4)),
+}
+
+
+def _run(func, target, args):
+    sch = s_tir.Schedule(func)
+    schedules.schedule_kgs_conv3d_cpu(sch)
+    ex = tvm.compile(sch.mod, target=target)
+    tensors = [tvm.runtime.tensor(a) for a in args]
+    ex["main"](*tensors)
+    return tensors[-1].numpy()
+
+
+@pytest.mark.parametrize("scheme", ["kgs", "vanilla"])
+@pytest.mark.parametrize("rate", [0.0, 0.95])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_torch(rng, case, scheme, rate):
+    in_shape, m, kernel, strides, padding, dilation, group = CASES[case]
+    w = structured_weight((m, in_shape[1], *kernel), scheme, rate, group, rng)
+    if not w.any():  # 95% of few groups can prune everything; keep one unit so ref != 0
+        w[0, 0, 0, 0, 0] = 1.0
+    packed = S.compact(w, group)
+    geo = Conv3DGeometry(in_shape, kernel, strides, padding, dilation)
+    func = kgs_conv3d_primfunc(in_shape, packed, strides, padding, dilation)
+    assert int(func.attrs[KGS_CONV3D_ATTR]) == group[0]
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    out = _run(func, host_target(),
+               [x, packed.values, column_offsets(packed, geo),
+                np.zeros(geo.output_shape(m), np.float32)])
+    assert_close_rel(out, conv3d_reference(x, w, strides, padding, dilation), 1e-5)
+
+
+def test_work_is_proportional_to_kept_columns(rng):
+    """The reduction loop runs over the compacted columns only."""
+    in_shape = (1, 32, 4, 8, 8)
+    dense = S.compact(structured_weight((32, 32, 3, 3, 3), "dense", 0, rng=rng), (8, 4))
+    sparse = S.compact(structured_weight((32, 32, 3, 3, 3), "kgs", 0.8, (8, 4), rng), (8, 4))
+    extents = []
+    for packed in (dense, sparse):
+        func = kgs_conv3d_primfunc(in_shape, packed, padding=(1, 1, 1))
+        sch = s_tir.Schedule(func)
+        loops = sch.get_loops(sch.get_sblock("kgs_conv3d"))
+        extents.append(int(sch.get(loops[-1]).extent))
+    assert extents[0] == 32 * 27
+    assert extents[1] == sparse.max_columns < 0.35 * extents[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(input_shape=(1, 8, 4, 8)), "NCDHW"),
+        (dict(kernel=(3, 3)), "3 values"),
+        (dict(padding=(1, 1)), "3 or 6"),
+        (dict(strides=(0, 1, 1)), "invalid"),
+        (dict(input_shape=(1, 8, 2, 8, 8), kernel=(5, 3, 3)), "does not fit"),
+    ],
+)
+def test_bad_geometry(kwargs, match):
+    args = dict(input_shape=(1, 8, 4, 8, 8), kernel=(3, 3, 3), strides=(1, 1, 1),
+                padding=(1, 1, 1), dilation=(1, 1, 1))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        Conv3DGeometry(**args)
+
+
+def test_offsets_reject_mismatched_weight(rng):
+    packed = S.compact(structured_weight((8, 4, 3, 3, 3), "kgs", 0.5, (8, 4), rng), (8, 4))
+    with pytest.raises(ValueError, match="input channels or kernel differ"):
+        column_offsets(packed, Conv3DGeometry((1, 5, 4, 8, 8), (3, 3, 3)))

@@ -1,0 +1,166 @@
+"""RewriteKGSConv3D: structure (Before/Expected), negatives, well-formedness, numerics."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import rt3d_passes
+from rt3d_passes import sparsity as S
+from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
+from rt3d_passes.testing import structured_weight
+from tests.conftest import assert_close_rel, conv3d_reference
+
+X_SHAPE = (1, 16, 4, 8, 8)
+
+
+def _before(weights, x_shape=X_SHAPE, dtype="float32", **conv_kwargs):
+    """main(x) = relu(conv3d(... conv3d(x, W0) ..., Wk)) with constant weights."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = x
+            for w in weights:
+                h = bb.emit(relax.op.nn.conv3d(h, relax.const(w), padding=(1, 1, 1),
+                                               **conv_kwargs))
+                h = bb.emit(relax.op.nn.relu(h))
+            out = bb.emit_output(h)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_rewrites_pruned_conv3d_structurally(rng):
+    w0 = structured_weight((32, 16, 3, 3, 3), "kgs", 0.75, (8, 4), rng)
+    w1 = structured_weight((16, 32, 3, 3, 3), "vanilla", 0.6, (8, 4), rng)
+    before = _before([w0, w1])
+    after = rt3d_passes.RewriteKGSConv3D(group=(8, 4))(before)
+
+    # Expected: the same graph with each conv3d replaced by call_tir of the KGS operator
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = x
+            for w in (w0, w1):
+                packed = S.compact(w, (8, 4))
+                geo = Conv3DGeometry(tuple(int(v) for v in h.ty.shape), w.shape[2:],
+                                     padding=(1, 1, 1))
+                h = bb.emit(bb.call_te(
+                    kgs_conv3d_te, h, relax.const(packed.values),
+                    relax.const(column_offsets(packed, geo)), w.shape[0], w.shape[2:],
+                    (1, 1, 1), geo.padding, (1, 1, 1),
+                    primfunc_name_hint="kgs_conv3d",
+                    primfunc_attrs=kgs_conv3d_attrs(geo, 8)))
+                h = bb.emit(relax.op.nn.relu(h))
+            out = bb.emit_output(h)
+        bb.emit_func_output(out)
+    expected = bb.get()
+
+    assert relax.analysis.check_well_formed(after)
+    tvm.ir.assert_structural_equal(after, expected)
+
+
+def test_dense_weights_leave_module_unchanged(rng):
+    before = _before([structured_weight((32, 16, 3, 3, 3), "dense", 0, rng=rng)])
+    after = rt3d_passes.RewriteKGSConv3D()(before)
+    tvm.ir.assert_structural_equal(after, before)
+
+
+def test_below_threshold_and_unstructured_stay_dense(rng):
+    mild = structured_weight((32, 16, 3, 3, 3), "kgs", 0.1, (8, 4), rng)
+    unstructured = structured_weight((32, 32, 3, 3, 3), "unstructured", 0.8, rng=rng)
+    before = _before([mild, unstructured])
+    after = rt3d_passes.RewriteKGSConv3D(min_mac_reduction=1.5)(before)
+    tvm.ir.assert_structural_equal(after, before)
+    reports = rt3d_passes.inspect(before, min_mac_reduction=1.5)
+    assert [r.rewrite for r in reports] == [False, False]
+    assert reports[0].reason.startswith("below threshold")
+    assert reports[1].reason.startswith("unstructured")
+
+
+def test_include_dense_rewrites_every_layer(rng):
+    before = _before([structured_weight((32, 16, 3, 3, 3), "dense", 0, rng=rng)])
+    after = rt3d_passes.RewriteKGSConv3D(include_dense=True)(before)
+    calls = [f for f in after.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(calls) == 1 and "rt3d.kgs_conv3d" in calls[0].attrs
+    assert relax.analysis.check_well_formed(after)
+
+
+@pytest.mark.parametrize("scheme,rate", [("kgs", 0.85), ("vanilla", 0.5), ("kgs", 0.95)])
+def test_numeric_through_vm(rng, scheme, rate):
+    ws = [structured_weight((24, 16, 3, 3, 3), scheme, rate, (8, 4), rng),
+          structured_weight((16, 24, 3, 3, 3), scheme, rate, (8, 4), rng)]
+    for w in ws:
+        w[0, 0, 1, 1, 1] = 1.0  # never all-zero
+    mod = rt3d_passes.RewriteKGSConv3D()(_before(ws))
+    assert sum(isinstance(f, tvm.tirx.PrimFunc) for f in mod.functions.values()) == 2
+    target = rt3d_passes.host_target()
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+    x = rng.standard_normal(X_SHAPE).astype(np.float32)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    ref = x
+    for w in ws:
+        ref = np.maximum(conv3d_reference(ref, w, padding=(1, 1, 1)), 0)
+    assert_close_rel(out, ref, 1e-5)
+
+
+def test_weights_as_parameters_need_bind_params(rng):
+    """The documented path for weights that arrive as function parameters."""
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    wv = relax.Var("conv_w", relax.TensorType(w.shape, "float32"))
+    with bb.function("main", [x, wv]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv3d(x, wv, padding=(1, 1, 1)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+
+    reports = rt3d_passes.inspect(mod)
+    assert not reports[0].rewrite and "not a constant" in reports[0].reason
+    tvm.ir.assert_structural_equal(rt3d_passes.RewriteKGSConv3D()(mod), mod)
+
+    bound = relax.transform.BindParams("main", {"conv_w": tvm.runtime.tensor(w)})(mod)
+    after = rt3d_passes.RewriteKGSConv3D()(bound)
+    assert any(isinstance(f, tvm.tirx.PrimFunc) for f in after.functions.values())
+    ex = tvm.compile(after, rt3d_passes.host_target(), relax_pipeline="rt3d")
+    xs = rng.standard_normal(X_SHAPE).astype(np.float32)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
+    assert_close_rel(out, conv3d_reference(xs, w, padding=(1, 1, 1)), 1e-5)
+
+
+def test_unsupported_layers_are_reported_not_rewritten(rng):
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
+    cases = {
+        "groups=2": _before([w[:, :8]], groups=2),
+        "only float32": _before([w.astype(np.float16)], dtype="float16"),
+        "layout": _before([np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0))],
+                          x_shape=(1, 4, 8, 8, 16), data_layout="NDHWC",
+                          kernel_layout="DHWIO"),
+    }
+    for reason, mod in cases.items():
+        (report,) = rt3d_passes.inspect(mod)
+        assert not report.rewrite and reason in report.reason, report.reason
+        tvm.ir.assert_structural_equal(rt3d_passes.RewriteKGSConv3D()(mod), mod)
+
+
+def test_nan_weights_are_reported_and_left_dense(rng):
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
+    w[3, 2, 1, 1, 1] = np.nan
+    mod = _before([w])
+    (report,) = rt3d_passes.inspect(mod)
+    assert not report.rewrite and "NaN/Inf" in report.reason
+    tvm.ir.assert_structural_equal(rt3d_passes.RewriteKGSConv3D()(mod), mod)
+
+
+def test_group_that_does_not_fit_is_reported(rng):
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
+    (report,) = rt3d_passes.inspect(_before([w]), group=(64, 4))
+    assert not report.rewrite and "group does not fit" in report.reason
+    assert "larger than the weight's channels" in report.reason
+
+
+def test_bad_pass_options():
+    with pytest.raises(ValueError, match="min_mac_reduction"):
+        rt3d_passes.RewriteKGSConv3D(min_mac_reduction=0.5)
