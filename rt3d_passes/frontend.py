@@ -13,7 +13,7 @@ from tvm import relax
 
 from .conv3d_analysis import CONV3D_OP, LAYER_NAMES_ATTR
 
-__all__ = ["from_torch"]
+__all__ = ["from_exported", "from_torch", "load_model_file"]
 
 
 @relax.expr_functor.visitor
@@ -55,28 +55,78 @@ def from_torch(
         constants; bind them later with ``relax.transform.BindParams``.
     """
     import torch
-    from tvm.relax.frontend.torch import from_exported_program
 
     model = model.eval()
     with torch.no_grad():
         exported = torch.export.export(model, tuple(example_inputs))
-    mod = from_exported_program(exported, keep_params_as_input=True,
-                                unwrap_unit_return_tuple=True)
-    main = mod["main"]
-    finder = _WeightParamNames()
-    finder.visit_expr(main)
-    # exported placeholders are named p_<path>; the signature maps them to "conv1.weight"
-    to_param = dict(exported.graph_signature.inputs_to_parameters)
-    names = [to_param.get(n, n).removesuffix(".weight") for n in finder.names]
-    if keep_params_as_input:
-        return _with_names(mod, names)
-    mod, params = relax.frontend.detach_params(mod)
-    num_input = int(main.attrs["num_input"])
-    param_vars = [p.name for p in mod["main"].params[num_input:]]
-    mod = relax.transform.BindParams("main", dict(zip(param_vars, params["main"])))(mod)
-    return _with_names(mod, names)
+    return from_exported(exported, keep_params_as_input=keep_params_as_input)
 
 
 def _with_names(mod: tvm.IRModule, names: list[str]) -> tvm.IRModule:
     mod["main"] = mod["main"].with_attr(LAYER_NAMES_ATTR, names)
     return mod
+
+
+def load_model_file(
+    path: str,
+    model: str | None = None,
+    input_shape: Sequence[int] | None = None,
+) -> tvm.IRModule:
+    """Import a saved model for inspection or compilation.
+
+    Accepts an RT3D checkpoint (``rt3d prune``'s output: a dict with ``arch`` and
+    ``state_dict``), a plain state dict of a zoo model (``model`` names it), or an exported
+    program saved with ``torch.export.save`` (``.pt2``).
+    """
+    import torch
+
+    if str(path).endswith(".pt2"):
+        exported = torch.export.load(path)
+        return from_exported(exported)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(payload, dict) and "arch" in payload and "state_dict" in payload:
+        from rt3d_prune.checkpoint import load_checkpoint
+
+        net, meta = load_checkpoint(path)
+        shape = input_shape or meta["input_shape"]
+    elif isinstance(payload, dict) and payload and all(
+        isinstance(v, torch.Tensor) for v in payload.values()
+    ):
+        from rt3d_prune.models import build_model, default_input_shape
+
+        if model is None:
+            raise ValueError(f"{path}: a plain state dict; name its zoo model with --model")
+        net = build_model(model)
+        try:
+            net.load_state_dict(payload)
+        except RuntimeError as err:  # missing/unexpected keys or shape mismatches
+            first = str(err).strip().splitlines()
+            raise ValueError(
+                f"{path}: state dict does not fit zoo model {model!r}: "
+                f"{' '.join(line.strip() for line in first[:3])}"
+            ) from None
+        shape = input_shape or default_input_shape(model)
+    else:
+        raise ValueError(
+            f"{path}: not an RT3D checkpoint, a state dict or an exported program (.pt2)"
+        )
+    return from_torch(net, (torch.zeros(*shape),))
+
+
+def from_exported(exported: Any, *, keep_params_as_input: bool = False) -> tvm.IRModule:
+    """An ``ExportedProgram`` to Relax, as :func:`from_torch` does after exporting."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    mod = from_exported_program(exported, keep_params_as_input=True,
+                                unwrap_unit_return_tuple=True)
+    finder = _WeightParamNames()
+    finder.visit_expr(mod["main"])
+    # exported placeholders are named p_<path>; the signature maps them to "conv1.weight"
+    to_param = dict(exported.graph_signature.inputs_to_parameters)
+    names = [to_param.get(n, n).removesuffix(".weight") for n in finder.names]
+    if not keep_params_as_input:
+        num_input = int(mod["main"].attrs["num_input"])
+        mod, params = relax.frontend.detach_params(mod)
+        param_vars = [p.name for p in mod["main"].params[num_input:]]
+        mod = relax.transform.BindParams("main", dict(zip(param_vars, params["main"])))(mod)
+    return _with_names(mod, names)

@@ -133,7 +133,7 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
         When the weight's input channels or kernel do not match the geometry, or the padded
         input is too large for 32-bit offsets.
     """
-    m, n, kd, kh, kw = packed.weight_shape
+    _, n, kd, kh, kw = packed.weight_shape
     if n != geometry.input_shape[1] or (kd, kh, kw) != geometry.kernel:
         raise ValueError(
             f"weight {packed.weight_shape} does not match input {geometry.input_shape} with "
@@ -144,8 +144,7 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
             f"padded input of {geometry.padded_size} elements per batch item does not fit "
             "32-bit offsets"
         )
-    _, hp, wp = geometry.padded_spatial
-    dp = geometry.padded_spatial[0]
+    dp, hp, wp = geometry.padded_spatial
     dd, dh, dw = geometry.dilation
     c, a, b, e = (packed.columns[..., k].astype(np.int64) for k in range(4))
     off = ((c * dp + a * dd) * hp + b * dh) * wp + e * dw

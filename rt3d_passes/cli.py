@@ -1,0 +1,103 @@
+"""The ``rt3d`` command line.
+
+Subcommands: ``inspect`` (per-layer report of a saved model), ``demo`` (the end-to-end demo),
+and, from ``rt3d_prune``, ``models`` and ``prune``. Heavy imports happen inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def _group(text: str) -> tuple[int, int]:
+    try:
+        gm, gn = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"group must look like 8x4, got {text!r}") from None
+    return gm, gn
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like 1,3,16,112,112, got {text!r}") \
+            from None
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import rt3d_passes
+    from rt3d_passes.frontend import load_model_file
+
+    mod = load_model_file(args.path, model=args.model, input_shape=args.input_shape)
+    reports = rt3d_passes.inspect(mod, min_mac_reduction=args.min_mac_reduction,
+                                  group=args.group, include_dense=args.include_dense)
+    if args.json:
+        print(json.dumps([dict(layer=r.layer, weight_shape=r.weight_shape, scheme=r.scheme,
+                               group=r.group, dense_macs=r.dense_macs, kept_macs=r.kept_macs,
+                               rewrite=r.rewrite, reason=r.reason) for r in reports], indent=1))
+    else:
+        print(rt3d_passes.format_reports(reports))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rt3d_passes.demo import run_demo
+
+    run_demo(model=args.model, preset=args.preset, scheme=args.scheme, group=args.group,
+             runs=args.runs, threads=args.threads, out_dir=args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rt3d", description="RT3D: structured pruning + TVM code generation for 3D CNNs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="per-layer conv3d sparsity report of a saved model")
+    p.add_argument("path", help="rt3d checkpoint (.pt), zoo state dict, or exported program "
+                                "(.pt2)")
+    p.add_argument("--model", help="zoo model of a plain state dict")
+    p.add_argument("--input-shape", type=_shape, help="N,C,D,H,W (default: the model's)")
+    p.add_argument("--group", type=_group, help="kernel group, e.g. 8x4 (default: detect)")
+    p.add_argument("--min-mac-reduction", type=float, default=1.2)
+    p.add_argument("--include-dense", action="store_true",
+                   help="report unpruned layers as compiled by RT3D's dense kernel")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("demo", help="end-to-end demo: prune, compile, check, time")
+    p.add_argument("--model", default="c3d_small")
+    p.add_argument("--preset", help="pruning preset (default: the model's paper preset)")
+    p.add_argument("--scheme", default="kgs", choices=["kgs", "vanilla"])
+    p.add_argument("--group", type=_group, default=(8, 4))
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="results/demo", help="directory for JSON results")
+    p.set_defaults(func=_cmd_demo)
+
+    try:
+        from rt3d_prune import cli as prune_cli
+    except ImportError:  # the pruning half is optional for compiling
+        prune_cli = None
+    if prune_cli is not None and hasattr(prune_cli, "register"):
+        prune_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"rt3d {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

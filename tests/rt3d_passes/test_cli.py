@@ -1,0 +1,64 @@
+"""The ``rt3d`` command line: inspect and demo."""
+
+import json
+
+import pytest
+import torch
+
+from rt3d_passes.cli import main
+
+
+@pytest.fixture(scope="module")
+def pruned_small(tmp_path_factory):
+    from rt3d_prune.models import build_model
+    from rt3d_prune.oneshot import prune_oneshot
+    from rt3d_prune.presets import PRESET_NAMES, get_preset
+
+    preset = next(p for p in PRESET_NAMES if get_preset(p).model == "c3d_small")
+    model = build_model("c3d_small")
+    prune_oneshot(model, preset, scheme="kgs", group=(8, 4))
+    path = tmp_path_factory.mktemp("ckpt") / "c3d_small.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_inspect_state_dict(pruned_small, capsys):
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small", "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)
+    assert [r["layer"] for r in layers][:3] == ["conv1", "conv2", "conv3a"]
+    assert layers[0]["scheme"] == "dense" and not layers[0]["rewrite"]
+    assert {r["scheme"] for r in layers[1:]} == {"kgs"}
+    assert all(r["group"] == [8, 4] for r in layers[1:])
+    assert all(r["kept_macs"] < r["dense_macs"] for r in layers[1:])
+
+
+def test_inspect_exported_program(tmp_path, capsys):
+    from rt3d_prune.models import build_model
+
+    model = build_model("c3d_small").eval()
+    exported = torch.export.export(model, (torch.zeros(1, 3, 16, 32, 32),))
+    path = tmp_path / "model.pt2"
+    torch.export.save(exported, path)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "conv5b" in out and "total conv3d" in out
+
+
+def test_inspect_plain_state_dict_needs_model(pruned_small, capsys):
+    assert main(["inspect", str(pruned_small)]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_inspect_wrong_model_is_named(pruned_small, capsys):
+    assert main(["inspect", str(pruned_small), "--model", "c3d"]) == 2
+    assert "does not fit zoo model 'c3d'" in capsys.readouterr().err
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    assert main(["demo", "--runs", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "demo.json").read_text())
+    names = [r["name"] for r in result["rows"]]
+    assert names == ["PyTorch eager (dense)", "PyTorch eager (pruned)", "RT3D dense",
+                     "RT3D sparse"]
+    assert all(r["max_rel_err"] < 1e-4 for r in result["rows"][2:])
+    assert "RT3D sparse" in capsys.readouterr().out

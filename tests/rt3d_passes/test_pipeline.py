@@ -1,0 +1,110 @@
+"""The registered ``rt3d`` pipeline and RewriteKGSConv3D in front of a user's own pipeline."""
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+import rt3d_passes
+from rt3d_passes import sparsity as S
+from rt3d_passes.testing import structured_weight
+from tests.conftest import assert_close_rel
+
+
+class _TinyC3D(torch.nn.Module):
+    """conv-relu-pool-conv-relu-gap-linear: a 3D CNN small enough to compile in seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(3, 16, 3, padding=1)
+        self.pool = torch.nn.MaxPool3d((1, 2, 2))
+        self.conv2 = torch.nn.Conv3d(16, 32, 3, padding=1)
+        self.conv3 = torch.nn.Conv3d(32, 32, (1, 3, 3), padding=(0, 1, 1), bias=False)
+        self.fc = torch.nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.fc(x.mean((2, 3, 4)))
+
+
+@pytest.fixture
+def pruned_model(rng):
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    model = _TinyC3D().eval()
+    with torch.no_grad():
+        for conv in (model.conv2, model.conv3):
+            w = structured_weight(conv.weight.shape, "kgs", 0.8, (8, 4), rng)
+            conv.weight.copy_(torch.from_numpy(w))
+    return model
+
+
+def _kgs_funcs(mod):
+    return [gv.name_hint for gv, f in mod.functions_items()
+            if isinstance(f, tvm.tirx.PrimFunc) and "rt3d.kgs_conv3d" in (f.attrs or {})]
+
+
+def test_registered_pipeline(pruned_model, rng):
+    x = torch.from_numpy(rng.standard_normal((1, 3, 4, 16, 16)).astype(np.float32))
+    mod = rt3d_passes.from_torch(pruned_model, (x,))
+    assert list(mod["main"].attrs["rt3d.conv3d_names"]) == ["conv1", "conv2", "conv3"]
+    target = rt3d_passes.host_target()
+    pipeline = relax.get_pipeline("rt3d", target=target)
+    lowered = pipeline(mod)
+    # conv1 is dense: with the default include_dense it still runs on RT3D's kernel
+    assert len(_kgs_funcs(lowered)) == 3
+    for f in lowered.functions.values():
+        if isinstance(f, tvm.tirx.PrimFunc) and "rt3d.kgs_conv3d" in f.attrs:
+            assert f.attrs["tirx.is_scheduled"]
+    ex = tvm.compile(mod, target, relax_pipeline=pipeline)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    with torch.no_grad():
+        assert_close_rel(out, pruned_model(x).numpy(), 1e-5)
+
+
+def test_pipeline_by_name_takes_current_target(pruned_model, rng):
+    x = torch.from_numpy(rng.standard_normal((2, 3, 4, 8, 8)).astype(np.float32))
+    mod = rt3d_passes.from_torch(pruned_model, (x,))
+    ex = tvm.compile(mod, rt3d_passes.host_target(), relax_pipeline="rt3d")
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    with torch.no_grad():
+        assert_close_rel(out, pruned_model(x).numpy(), 1e-5)
+
+
+def test_prepend_to_user_pipeline(pruned_model, rng):
+    """A user who already has a pipeline puts RewriteKGSConv3D (and a schedule) in front."""
+    from tvm.s_tir import dlight as dl
+
+    import schedules
+
+    x = torch.from_numpy(rng.standard_normal((1, 3, 4, 16, 16)).astype(np.float32))
+    mod = rt3d_passes.from_torch(pruned_model, (x,))
+    target = rt3d_passes.host_target()
+    user_pipeline = relax.get_pipeline("default")  # what tvm.compile uses for llvm
+    seq = tvm.transform.Sequential([
+        rt3d_passes.RewriteKGSConv3D(),
+        dl.ApplyDefaultSchedule(schedules.KGSConv3DCPU()),
+        user_pipeline,
+    ])
+    rewritten = rt3d_passes.RewriteKGSConv3D()(mod)
+    assert len(_kgs_funcs(rewritten)) == 2  # conv2 and conv3; dense conv1 untouched
+    ex = tvm.compile(mod, target, relax_pipeline=seq)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    with torch.no_grad():
+        assert_close_rel(out, pruned_model(x).numpy(), 1e-5)
+
+
+def test_from_torch_keep_params_then_bind(pruned_model, rng):
+    x = torch.from_numpy(rng.standard_normal((1, 3, 4, 8, 8)).astype(np.float32))
+    mod = rt3d_passes.from_torch(pruned_model, (x,), keep_params_as_input=True)
+    assert len(mod["main"].params) > 1
+    assert not any(r.rewrite for r in rt3d_passes.inspect(mod))
+    mod, params = relax.frontend.detach_params(mod)
+    names = [p.name for p in mod["main"].params[1:]]
+    bound = relax.transform.BindParams("main", dict(zip(names, params["main"])))(mod)
+    reports = rt3d_passes.inspect(bound)
+    assert [r.scheme for r in reports] == ["dense", "kgs", "kgs"]
+    info = S.classify(pruned_model.conv2.weight.detach().numpy())
+    assert reports[1].kept_macs == info.kept_macs * 4 * 4 * 4  # after the (1, 2, 2) pool
