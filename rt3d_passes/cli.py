@@ -1,7 +1,8 @@
 """The ``rt3d`` command line.
 
 Subcommands: ``inspect`` (per-layer report of a saved model), ``demo`` (the end-to-end demo),
-and, from ``rt3d_prune``, ``models`` and ``prune``. Heavy imports happen inside the handlers.
+``tune`` / ``compile`` (MetaSchedule tuning and building), and, from ``rt3d_prune``,
+``models`` and ``prune``. Heavy imports happen inside the handlers.
 """
 
 from __future__ import annotations
@@ -54,6 +55,69 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rpc(args: argparse.Namespace) -> dict | None:
+    if not args.rpc_tracker:
+        if args.rpc_key:
+            raise ValueError("--rpc-key needs --rpc-tracker HOST:PORT")
+        return None
+    if not args.rpc_key:
+        raise ValueError("--rpc-tracker needs --rpc-key (the device's key on the tracker)")
+    from rt3d_passes.rpc import check_tracker
+
+    host, _, port = args.rpc_tracker.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--rpc-tracker must be HOST:PORT, got {args.rpc_tracker!r}")
+    check_tracker(host, int(port), timeout_s=args.rpc_timeout)
+    return {"tracker": args.rpc_tracker, "key": args.rpc_key, "timeout": args.rpc_timeout}
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from rt3d_passes.frontend import model_from_spec
+    from rt3d_passes.target import get_target
+    from rt3d_passes.tuning import tune_model
+
+    target = get_target(args.target)
+    rpc = _rpc(args)
+    if args.target != "host" and rpc is None:
+        raise ValueError(f"target {args.target} has no device on this machine: measure on one "
+                         "over RPC with --rpc-tracker HOST:PORT --rpc-key KEY (for kryo, e.g. "
+                         "the emulated device of scripts/emulated_kryo.sh)")
+    mod = model_from_spec(args.model, preset=args.preset, input_shape=args.input_shape)
+    work_dir = args.work_dir or f"work_dirs/{args.model}-{args.target}"
+    summary = tune_model(mod, target, work_dir, trials_per_task=args.trials, rpc=rpc)
+    print(f"\n{'task':<16} {'layers':>6} {'GMACs':>7} {'trials':>6} {'records':>7} "
+          f"{'best ms':>8}")
+    for row in summary:
+        best = f"{row['best_ms']:.2f}" if row["best_ms"] is not None else "-"
+        print(f"{row['task']:<16} {row['weight']:>6} {row['macs'] / 1e9:>7.3f} "
+              f"{row['trials_run']:>6} {row['records']:>7} {best:>8}")
+    print(f"database: {work_dir}")
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    import tvm
+    from tvm import relax
+
+    from rt3d_passes.frontend import model_from_spec
+    from rt3d_passes.target import get_target
+
+    target = get_target(args.target)
+    mod = model_from_spec(args.model, preset=args.preset, input_shape=args.input_shape)
+    pipeline = relax.get_pipeline("rt3d", target=target, database=args.tuning_db)
+    ex = tvm.compile(mod, target, relax_pipeline=pipeline)
+    out = args.output or f"{args.model.replace('/', '_')}-{args.target}.so"
+    host = target.host or target
+    if "aarch64" in str(host.attrs.get("mtriple", "")):
+        from tvm.support import cc
+
+        ex.export_library(out, fcompile=cc.cross_compiler("aarch64-linux-gnu-gcc"))
+    else:
+        ex.export_library(out)
+    print(f"wrote {out} ({'tuned: ' + args.tuning_db if args.tuning_db else 'untuned'})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rt3d", description="RT3D: structured pruning + TVM code generation for 3D CNNs")
@@ -81,6 +145,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/demo", help="directory for JSON results")
     p.set_defaults(func=_cmd_demo)
 
+    def model_args(p):
+        p.add_argument("model", help="zoo model name (pruned one-shot to --preset) or a saved "
+                                     "model file")
+        p.add_argument("--preset", help="pruning preset for a zoo model ('dense' for none)")
+        p.add_argument("--input-shape", type=_shape)
+        p.add_argument("--target", default="host", choices=["host", "kryo", "adreno"])
+
+    p = sub.add_parser("tune", help="tune the model's sparse conv3d tasks with MetaSchedule")
+    model_args(p)
+    p.add_argument("--trials", type=int, default=32, help="trials per task")
+    p.add_argument("--work-dir", help="database directory (default work_dirs/MODEL-TARGET)")
+    p.add_argument("--rpc-tracker", help="HOST:PORT of an RPC tracker to measure on")
+    p.add_argument("--rpc-key", help="device key registered on the tracker")
+    p.add_argument("--rpc-timeout", type=int, default=30, help="seconds")
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("compile", help="compile a model with the rt3d pipeline")
+    model_args(p)
+    p.add_argument("--tuning-db", help="database directory written by `rt3d tune`")
+    p.add_argument("-o", "--output", help="shared library to write")
+    p.set_defaults(func=_cmd_compile)
+
     try:
         from rt3d_prune import cli as prune_cli
     except ImportError:  # the pruning half is optional for compiling
@@ -94,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError, TimeoutError) as err:
         print(f"rt3d {args.command}: error: {err}", file=sys.stderr)
         return 2
 

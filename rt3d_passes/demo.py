@@ -73,14 +73,10 @@ def run_demo(
 
     from rt3d_prune.models import build_model, default_input_shape
     from rt3d_prune.oneshot import prune_oneshot
-    from rt3d_prune.presets import PRESET_NAMES, get_preset
 
-    from .frontend import from_torch
+    from .frontend import default_preset, from_torch
 
-    if preset is None:  # the model's first registered preset (the paper's, for zoo models)
-        preset = next((p for p in PRESET_NAMES if get_preset(p).model == model), None)
-        if preset is None:
-            raise ValueError(f"no preset for model {model!r}; presets: {PRESET_NAMES}")
+    preset = preset or default_preset(model)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     shape = default_input_shape(model)
@@ -90,7 +86,7 @@ def run_demo(
     sparse_model.load_state_dict(dense_model.state_dict())
     log(f"[1/4] one-shot {scheme} pruning of {model} to preset {preset} (group "
         f"{group[0]}x{group[1]})")
-    prune_oneshot(sparse_model, get_preset(preset).name, scheme=scheme, group=tuple(group))
+    prune_oneshot(sparse_model, preset, scheme=scheme, group=tuple(group))
 
     target = host_target(threads)
     log(f"[2/4] import + compile for {target.attrs.get('mcpu', 'llvm')} "

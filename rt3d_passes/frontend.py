@@ -5,6 +5,7 @@ The only module of ``rt3d_passes`` that imports torch (lazily, inside the functi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,7 +14,13 @@ from tvm import relax
 
 from .conv3d_analysis import CONV3D_OP, LAYER_NAMES_ATTR
 
-__all__ = ["from_exported", "from_torch", "load_model_file"]
+__all__ = [
+    "default_preset",
+    "from_exported",
+    "from_torch",
+    "load_model_file",
+    "model_from_spec",
+]
 
 
 @relax.expr_functor.visitor
@@ -130,3 +137,42 @@ def from_exported(exported: Any, *, keep_params_as_input: bool = False) -> tvm.I
         param_vars = [p.name for p in mod["main"].params[num_input:]]
         mod = relax.transform.BindParams("main", dict(zip(param_vars, params["main"])))(mod)
     return _with_names(mod, names)
+
+
+def model_from_spec(
+    spec: str,
+    preset: str | None = None,
+    scheme: str = "kgs",
+    group: Sequence[int] = (8, 4),
+    input_shape: Sequence[int] | None = None,
+) -> tvm.IRModule:
+    """A model for ``rt3d tune`` / ``compile``: a zoo name (pruned one-shot to ``preset``,
+    default the model's paper preset) or a saved file (see :func:`load_model_file`)."""
+    import torch
+
+    from rt3d_prune.models import MODEL_NAMES, build_model, default_input_shape
+
+    if spec not in MODEL_NAMES:
+        if not os.path.exists(spec):
+            raise ValueError(f"{spec!r} is neither a zoo model ({', '.join(MODEL_NAMES)}) nor "
+                             "a file")
+        return load_model_file(spec, input_shape=input_shape)
+    from rt3d_prune.oneshot import prune_oneshot
+
+    preset = preset or default_preset(spec)
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    if preset not in (None, "dense"):
+        prune_oneshot(model, preset, scheme=scheme, group=tuple(group))
+    shape = input_shape or default_input_shape(spec)
+    return from_torch(model, (torch.zeros(*shape),))
+
+
+def default_preset(model: str) -> str:
+    """The first registered pruning preset of a zoo model (the paper's, for C3D/R(2+1)D/S3D)."""
+    from rt3d_prune.presets import PRESET_NAMES, get_preset
+
+    for name in PRESET_NAMES:
+        if get_preset(name).model == model:
+            return name
+    raise ValueError(f"no pruning preset for model {model!r}; presets: {', '.join(PRESET_NAMES)}")

@@ -11,6 +11,7 @@ or, for a user who already has a pipeline, put the rewrite in front of it::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import tvm
@@ -21,10 +22,33 @@ from tvm.target import Target
 
 from .rewrite_kgs_conv3d import RewriteKGSConv3D
 
-__all__ = ["rt3d_pipeline"]
+__all__ = ["rewrite_pass", "rt3d_pipeline"]
 
 
-def _passes(target: Target, rewrite: tvm.transform.Pass) -> list[tvm.transform.Pass]:
+def rewrite_pass(
+    min_mac_reduction: float = 1.2,
+    group: Sequence[int] | None = None,
+    include_dense: bool = True,
+) -> tvm.transform.Pass:
+    """The pipeline's rewrite with its defaults (tuning extracts tasks with the same)."""
+    return RewriteKGSConv3D(min_mac_reduction=min_mac_reduction, group=group,
+                            include_dense=include_dense)
+
+
+def _apply_database(database) -> tvm.transform.Pass:
+    """MetaScheduleApplyDatabase with ``database`` as the current database."""
+    if database is None:
+        return tvm.transform.Sequential([])
+
+    @tvm.transform.module_pass(opt_level=0, name="RT3DApplyTuningDatabase")
+    def _apply(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with database:
+            return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+
+    return _apply
+
+
+def _passes(target: Target, rewrite: tvm.transform.Pass, database=None) -> list:
     import schedules  # the rules need rt3d_passes; import late to keep the packages acyclic
 
     rules = schedules.default_rules(target)
@@ -32,7 +56,9 @@ def _passes(target: Target, rewrite: tvm.transform.Pass) -> list[tvm.transform.P
         return [
             # Phase 1: RT3D graph rewrite
             rewrite,
-            # Phase 2: RT3D's own schedules (marked tirx.is_scheduled: left alone after)
+            # Phase 2: RT3D's schedules: tuned ones from the database, then the untuned
+            # defaults (both mark tirx.is_scheduled, so later passes leave them alone)
+            _apply_database(database),
             dl.ApplyDefaultSchedule(*rules) if rules else tvm.transform.Sequential([]),
             # Phase 3: the target's default pipeline (legalize, dlight, lowering)
             relax.get_default_pipeline(target),
@@ -43,7 +69,9 @@ def _passes(target: Target, rewrite: tvm.transform.Pass) -> list[tvm.transform.P
         # Phase 2: TVM's CPU legalization and fusion (our PrimFuncs are opaque to FuseOps)
         *cpu_generic.library_dispatch_passes(target),
         *cpu_generic.legalize_passes(target),
-        # Phase 3: schedules: RT3D's rules, then dlight's generic CPU rules
+        # Phase 3: schedules: tuned ones from the database, then RT3D's default rules and
+        # dlight's generic CPU rules for what is left
+        _apply_database(database),
         dl.ApplyDefaultSchedule(*rules),
         # Phase 4: TVM's lowering to the VM
         *cpu_generic.dataflow_lower_passes(target),
@@ -57,6 +85,7 @@ def rt3d_pipeline(
     min_mac_reduction: float = 1.2,
     group: Sequence[int] | None = None,
     include_dense: bool = True,
+    database=None,
 ) -> tvm.transform.Pass:
     """The RT3D compilation pipeline.
 
@@ -70,18 +99,29 @@ def rt3d_pipeline(
     include_dense : bool
         Compile unpruned conv3d layers with RT3D's kernel too (default), instead of TVM's
         unscheduled default conv3d.
+    database : meta_schedule.Database or path, optional
+        Tuning records (``rt3d tune``); a path is opened with
+        :func:`rt3d_passes.tuning.open_database`, which refuses a database of another target.
     """
-    rewrite = RewriteKGSConv3D(min_mac_reduction=min_mac_reduction, group=group,
-                               include_dense=include_dense)
+    rewrite = rewrite_pass(min_mac_reduction, group, include_dense)
     if target is not None:
         target = target if isinstance(target, Target) else Target(target)
-        return _with_target(target, tvm.transform.Sequential(_passes(target, rewrite),
-                                                             name="RT3DPipeline"))
+        if isinstance(database, str | os.PathLike):
+            from .tuning import open_database
+
+            database = open_database(database, target)
+        return _with_target(target, tvm.transform.Sequential(
+            _passes(target, rewrite, database), name="RT3DPipeline"))
 
     @tvm.transform.module_pass(opt_level=0, name="RT3DPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         current = Target.current(allow_none=False)
-        return tvm.transform.Sequential(_passes(current, rewrite))(mod)
+        db = database
+        if isinstance(db, str | os.PathLike):
+            from .tuning import open_database
+
+            db = open_database(db, current)
+        return tvm.transform.Sequential(_passes(current, rewrite, db))(mod)
 
     return _pipeline
 

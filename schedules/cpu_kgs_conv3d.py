@@ -16,13 +16,17 @@ Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give th
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.target import Target
 
 from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR, KGS_CONV3D_BLOCK, KGS_PADDED_ATTR
 
 from .utils import largest_divisor, producers_named, tile
 
-__all__ = ["KGSConv3DCPU", "schedule_kgs_conv3d_cpu"]
+__all__ = ["is_kgs_conv3d", "schedule_kgs_conv3d_cpu"]
+
+
+def is_kgs_conv3d(func: tirx.PrimFunc) -> bool:
+    """True for a PrimFunc made by RT3D's KGS conv3d operator."""
+    return isinstance(func, tirx.PrimFunc) and bool(func.attrs) and KGS_CONV3D_ATTR in func.attrs
 
 
 def _schedule_pad(sch: s_tir.Schedule, block, padded: tuple[int, int, int]) -> None:
@@ -76,8 +80,13 @@ def schedule_kgs_conv3d_cpu(
     step = sch.sample_categorical(
         [0, 16, 64, 512], probs=[0.25] * 4, decision=2 if fixed else None
     )
-    sch.annotate(outer, "pragma_auto_unroll_max_step", step)
-    sch.annotate(outer, "pragma_unroll_explicit", 1)
+    if fixed:
+        sch.annotate(outer, "pragma_auto_unroll_max_step", step)
+        sch.annotate(outer, "pragma_unroll_explicit", 1)
+    else:
+        # MutateUnroll only mutates values annotated like this; the postproc
+        # RewriteParallelVectorizeUnroll turns it into the pragma above
+        sch.annotate(outer, "meta_schedule.unroll_explicit", step)
     # write-back of the accumulator tile: contiguous along W
     acc_loops = sch.get_loops(acc)[-3:]  # (hi, wi, mi) of the tile
     sch.reorder(acc_loops[2], acc_loops[0], acc_loops[1])
@@ -92,18 +101,3 @@ def schedule_kgs_conv3d_cpu(
 
 def _consumers_named(sch: s_tir.Schedule, block, name: str) -> list:
     return [b for b in sch.get_consumers(block) if sch.get(b).name_hint == name]
-
-
-class KGSConv3DCPU(s_tir.dlight.ScheduleRule):
-    """dlight rule: the default (untuned) CPU schedule of RT3D's sparse conv3d.
-
-    Returns None for any PrimFunc that is not an RT3D KGS conv3d.
-    """
-
-    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not func.attrs:
-            return None
-        if KGS_CONV3D_ATTR not in func.attrs or "cpu" not in target.keys:
-            return None
-        sch = s_tir.Schedule(func)
-        return schedule_kgs_conv3d_cpu(sch, fixed=not tunable)

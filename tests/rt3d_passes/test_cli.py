@@ -62,3 +62,30 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
                      "RT3D sparse"]
     assert all(r["max_rel_err"] < 1e-4 for r in result["rows"][2:])
     assert "RT3D sparse" in capsys.readouterr().out
+
+
+def test_compile_cross_for_kryo(tmp_path, capsys):
+    out = tmp_path / "c3d_small.so"
+    assert main(["compile", "c3d_small", "--target", "kryo", "-o", str(out)]) == 0
+    header = out.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and header[18] == 183  # e_machine EM_AARCH64
+
+
+def test_tune_without_device_is_a_clear_error(capsys):
+    assert main(["tune", "c3d_small", "--target", "kryo"]) == 2
+    assert "--rpc-tracker" in capsys.readouterr().err
+
+
+def test_tune_unreachable_tracker_fails_fast(capsys):
+    import time
+
+    start = time.monotonic()
+    assert main(["tune", "c3d_small", "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "x",
+                 "--rpc-timeout", "3"]) == 2
+    assert time.monotonic() - start < 30
+    assert "unreachable" in capsys.readouterr().err
+
+
+def test_unknown_model_lists_valid_ones(capsys):
+    assert main(["compile", "resnet50"]) == 2
+    assert "c3d" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def test_prepend_to_user_pipeline(pruned_model, rng):
     user_pipeline = relax.get_pipeline("default")  # what tvm.compile uses for llvm
     seq = tvm.transform.Sequential([
         rt3d_passes.RewriteKGSConv3D(),
-        dl.ApplyDefaultSchedule(schedules.KGSConv3DCPU()),
+        dl.ApplyDefaultSchedule(schedules.KGSConv3DX86()),
         user_pipeline,
     ])
     rewritten = rt3d_passes.RewriteKGSConv3D()(mod)

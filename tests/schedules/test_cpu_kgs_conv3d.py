@@ -20,17 +20,17 @@ def test_rule_returns_none_for_other_funcs():
     a = te.placeholder((16,), name="a")
     b = te.compute((16,), lambda i: a[i] * 2, name="b")
     func = te.create_prim_func([a, b])
-    assert schedules.KGSConv3DCPU().apply(func, host_target(), False) is None
+    assert schedules.KGSConv3DX86().apply(func, host_target(), False) is None
 
 
 def test_rule_returns_none_for_gpu_targets(rng):
     gpu = tvm.target.Target("qcom/adreno-opencl")
-    assert schedules.KGSConv3DCPU().apply(_func(rng), gpu, False) is None
+    assert schedules.KGSConv3DX86().apply(_func(rng), gpu, False) is None
 
 
 def test_fixed_schedule_is_deterministic_and_tunable_one_samples(rng):
     func = _func(rng)
-    fixed = [schedules.KGSConv3DCPU().apply(func, host_target(), False) for _ in range(2)]
+    fixed = [schedules.KGSConv3DX86().apply(func, host_target(), False) for _ in range(2)]
     tvm.ir.assert_structural_equal(fixed[0].mod, fixed[1].mod)
     decisions = fixed[0].trace.decisions
     assert len(decisions) == 3  # W tile, H tile, unroll step

@@ -1,0 +1,214 @@
+"""Schedule benchmark on the host: RT3D's conv3d kernels per C3D layer against dense peers.
+
+For each C3D conv layer (1x3x16x112x112 input) at the paper's preset rate and at a range of
+KGS rates, in one process: RT3D sparse untuned and tuned, RT3D dense (every column kept)
+tuned, PyTorch dense, and the host's dense-GEMM ceiling (numpy sgemm on a large square
+matrix). Columns: ms, G MAC/s on kept MACs, speedup vs own dense, speedup / MAC reduction.
+Writes JSON and a plot of speedup vs MAC reduction with the ideal line.
+
+    python benchmarks/schedule_bench.py [--trials 16] [--rates 0 0.5 0.75 0.85 0.95]
+        [--layers conv2 conv3b] [--runs 5]
+
+Bars (issue 4): sparse throughput on kept MACs >= 70% of own dense at 85% pruning, and own
+dense >= 60% of the sgemm ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import tvm
+from tqdm import tqdm
+from tvm import relax
+
+from rt3d_passes.environment import write_result
+from rt3d_passes.target import host_target
+from rt3d_passes.testing import structured_weight
+from rt3d_passes.tuning import tune_model
+
+# C3D at 16x112x112: (input NCDHW, out channels); all 3x3x3, stride 1, padding 1
+C3D_LAYERS = {
+    "conv1": ((1, 3, 16, 112, 112), 64),
+    "conv2": ((1, 64, 16, 56, 56), 128),
+    "conv3a": ((1, 128, 8, 28, 28), 256),
+    "conv3b": ((1, 256, 8, 28, 28), 256),
+    "conv4a": ((1, 256, 4, 14, 14), 512),
+    "conv4b": ((1, 512, 4, 14, 14), 512),
+    "conv5a": ((1, 512, 2, 7, 7), 512),
+    "conv5b": ((1, 512, 2, 7, 7), 512),
+}
+#: The paper's C3D 3.6x preset: fraction of KGS columns pruned per layer.
+PAPER_RATES = {"conv2": 0.85, "conv3a": 0.8, "conv3b": 0.85, "conv4b": 0.8}
+
+
+def sgemm_ceiling(n: int = 2048, runs: int = 5) -> float:
+    """Dense GEMM throughput of numpy's BLAS on this machine (G MAC/s, best of ``runs``)."""
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(runs))
+    return n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _conv_module(x_shape, w: np.ndarray) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        out = bb.emit(relax.op.nn.conv3d(x, relax.const(w), padding=(1, 1, 1)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _build(mod, target, database=None):
+    pipeline = relax.get_pipeline("rt3d", target=target, include_dense=True,
+                                  min_mac_reduction=1.0, database=database)
+    return relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=pipeline), tvm.cpu())
+
+
+def _vm_ms(vm, x, runs) -> float:
+    return vm.time_evaluator("main", tvm.cpu(), number=1, repeat=runs)(x).median * 1e3
+
+
+def bench(layers, rates, trials, runs, target, work_root):
+    rng = np.random.default_rng(0)
+    rows = []
+    jobs = [(name, rate) for name in layers
+            for rate in sorted(set(rates) | ({PAPER_RATES[name]} if name in PAPER_RATES
+                                             else set()))]
+    dense_cache: dict[str, dict] = {}
+    for name, rate in tqdm(jobs, desc="layer x rate"):
+        x_shape, m = C3D_LAYERS[name]
+        out_vox = int(np.prod(x_shape[2:])) * x_shape[0]
+        x_np = rng.standard_normal(x_shape).astype(np.float32)
+        x = tvm.runtime.tensor(x_np)
+        if name not in dense_cache:
+            w_dense = structured_weight((m, x_shape[1], 3, 3, 3), "dense", 0, rng=rng)
+            mod = _conv_module(x_shape, w_dense)
+            db = None
+            if trials:
+                work = Path(work_root) / f"{name}-dense"
+                tune_model(mod, target, work, trials_per_task=trials, min_mac_reduction=1.0,
+                           progress=False)
+                db = str(work)
+            vm = _build(mod, target, db)
+            xt, wt = torch.from_numpy(x_np), torch.from_numpy(w_dense)
+            with torch.no_grad():
+                torch_ms = float(np.median([_timed(lambda: torch.nn.functional.conv3d(
+                    xt, wt, padding=1)) for _ in range(runs + 1)][1:]) * 1e3)
+            dense_cache[name] = dict(ms=_vm_ms(vm, x, runs), macs=w_dense.size * out_vox,
+                                     torch_ms=torch_ms)
+        dense = dense_cache[name]
+        w = structured_weight((m, x_shape[1], 3, 3, 3), "kgs", rate, (8, 4), rng)
+        mod = _conv_module(x_shape, w)
+        kept = int(np.count_nonzero(w)) * out_vox
+        untuned_ms = _vm_ms(_build(mod, target), x, runs)
+        tuned_ms = None
+        if trials and rate > 0:
+            work = Path(work_root) / f"{name}-{rate}"
+            tune_model(mod, target, work, trials_per_task=trials, progress=False)
+            tuned_ms = _vm_ms(_build(mod, target, str(work)), x, runs)
+        elif trials:
+            tuned_ms = dense["ms"]
+        sparse_ms = tuned_ms if tuned_ms is not None else untuned_ms
+        reduction = dense["macs"] / kept
+        speedup = dense["ms"] / sparse_ms
+        rows.append(dict(
+            layer=name, rate=rate, paper_preset=PAPER_RATES.get(name) == rate,
+            dense_macs=dense["macs"], kept_macs=kept, mac_reduction=reduction,
+            torch_dense_ms=dense["torch_ms"], rt3d_dense_tuned_ms=dense["ms"],
+            sparse_untuned_ms=untuned_ms, sparse_tuned_ms=tuned_ms,
+            dense_gmacs=dense["macs"] / dense["ms"] / 1e6,
+            sparse_gmacs=kept / sparse_ms / 1e6,
+            speedup_vs_own_dense=speedup, speedup_over_reduction=speedup / reduction,
+        ))
+    return rows
+
+
+def _plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for name in sorted({r["layer"] for r in rows}):
+        pts = sorted((r["mac_reduction"], r["speedup_vs_own_dense"]) for r in rows
+                     if r["layer"] == name)
+        ax.plot(*zip(*pts), marker="o", label=name)
+    top = max(r["mac_reduction"] for r in rows)
+    ax.plot([1, top], [1, top], "k--", label="ideal (speedup = MAC reduction)")
+    ax.plot([1, top], [0.7, 0.7 * top], "k:", label="bar: 0.7 x MAC reduction")
+    ax.set_xlabel("MAC reduction (dense / kept)")
+    ax.set_ylabel("speedup over RT3D dense")
+    ax.set_title("RT3D KGS conv3d on the host (C3D layers)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", nargs="*", default=list(C3D_LAYERS), choices=list(C3D_LAYERS))
+    parser.add_argument("--rates", nargs="*", type=float, default=[0.0, 0.5, 0.75, 0.85, 0.95])
+    parser.add_argument("--trials", type=int, default=16,
+                        help="MetaSchedule trials per task (0: untuned only)")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work-dir", help="keep tuning databases here (default: temporary)")
+    parser.add_argument("--out", default="benchmarks/results/schedule_bench.json")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    target = host_target(args.threads)
+    work_root = args.work_dir or tempfile.mkdtemp(prefix="rt3d-schedule-bench-")
+    ceiling = sgemm_ceiling()
+    try:
+        rows = bench(args.layers, args.rates, args.trials, args.runs, target, work_root)
+    finally:
+        if not args.work_dir:
+            shutil.rmtree(work_root, ignore_errors=True)
+    ceiling_after = sgemm_ceiling()
+    ceiling = max(ceiling, ceiling_after)
+
+    print(f"\nsgemm ceiling (numpy, 2048^3): {ceiling:.1f} G MAC/s")
+    print(f"{'layer':<7} {'rate':>5} {'MAC red.':>8} {'torch ms':>9} {'dense ms':>9} "
+          f"{'untuned':>9} {'tuned':>9} {'dense GMAC/s':>12} {'sparse GMAC/s':>13} "
+          f"{'speedup':>8} {'spd/red':>7}")
+    for r in rows:
+        tuned = f"{r['sparse_tuned_ms']:.2f}" if r["sparse_tuned_ms"] is not None else "-"
+        mark = "*" if r["paper_preset"] else " "
+        print(f"{r['layer']:<7}{mark}{r['rate']:>5.2f} {r['mac_reduction']:>8.2f} "
+              f"{r['torch_dense_ms']:>9.2f} {r['rt3d_dense_tuned_ms']:>9.2f} "
+              f"{r['sparse_untuned_ms']:>9.2f} {tuned:>9} {r['dense_gmacs']:>12.1f} "
+              f"{r['sparse_gmacs']:>13.1f} {r['speedup_vs_own_dense']:>7.2f}x "
+              f"{r['speedup_over_reduction']:>7.2f}")
+    print("* = the paper's C3D 3.6x preset rate for that layer")
+    at85 = [r for r in rows if abs(r["rate"] - 0.85) < 1e-9]
+    if at85:
+        eff = min(r["sparse_gmacs"] / r["dense_gmacs"] for r in at85)
+        print(f"bar 1: sparse/dense throughput at 85% (worst layer) = {eff:.2f} (>= 0.70)")
+    dense_eff = max(r["dense_gmacs"] for r in rows) / ceiling
+    print(f"bar 2: best own dense / sgemm ceiling = {dense_eff:.2f} (>= 0.60)")
+    out = Path(args.out)
+    write_result(out, dict(benchmark="schedule_bench", target=str(target),
+                           trials_per_task=args.trials, threads=args.threads,
+                           sgemm_gmacs=ceiling, rows=rows))
+    _plot(rows, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

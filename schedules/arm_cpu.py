@@ -1,0 +1,41 @@
+"""arm_cpu rule (Kryo: aarch64 + NEON) for RT3D's KGS conv3d.
+
+Same register tile as x86 with NEON's budget: 32 vector registers of 4 fp32, so a group of
+``g_m = 4`` is one register per accumulator (the by-element ``fmla v.4s, v.4s, v.s[i]`` form)
+and ``g_m = 8`` is two.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR
+
+from .cpu_kgs_conv3d import is_kgs_conv3d, schedule_kgs_conv3d_cpu
+
+__all__ = ["KGSConv3DArm", "schedule_arm"]
+
+NEON_REGISTERS = 32
+
+
+def is_arm(target: Target) -> bool:
+    return "arm_cpu" in target.keys or "aarch64" in str(target.attrs.get("mtriple", ""))
+
+
+def schedule_arm(sch: s_tir.Schedule, fixed: bool = True) -> s_tir.Schedule:
+    """The arm_cpu schedule: accumulators fill ~3/4 of the NEON register file."""
+    gm = int(sch.mod["main"].attrs[KGS_CONV3D_ATTR])
+    regs_per_acc = max(1, gm // 4)
+    max_acc = (NEON_REGISTERS * 3 // 4) // regs_per_acc
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_w_tile=max_acc,
+                                   max_h_tile=1 if fixed else 2)
+
+
+class KGSConv3DArm(s_tir.dlight.ScheduleRule):
+    """dlight rule: untuned arm_cpu schedule of the KGS conv3d; None for anything else."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not is_kgs_conv3d(func) or not is_arm(target):
+            return None
+        return schedule_arm(s_tir.Schedule(func), fixed=not tunable)

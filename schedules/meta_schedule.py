@@ -1,0 +1,88 @@
+"""MetaSchedule design spaces of RT3D's schedules, and their registration as custom rules.
+
+Importing this module registers, for every target key RT3D schedules, the global function
+``s_tir.meta_schedule.<key>.rt3d.kgs_conv3d`` that MetaSchedule's ``ApplyCustomRule`` (the
+first rule of every default rule set) calls for blocks annotated
+``schedule_rule="rt3d.kgs_conv3d"``; so a user's own ``tune_relax`` with default spaces tunes
+RT3D's operator with RT3D's knobs. ``design_space(target)`` is the same space as a
+``ScheduleFn``, which is what ``rt3d tune`` uses (no other rules needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import tvm
+from tvm import s_tir
+from tvm.s_tir import meta_schedule as ms
+from tvm.target import Target
+
+from rt3d_passes.kgs_conv3d import KGS_SCHEDULE_RULE
+
+from .arm_cpu import is_arm, schedule_arm
+from .host_x86 import schedule_x86
+
+__all__ = ["design_space", "schedule_for", "space_postprocs"]
+
+
+def schedule_for(target: Target) -> Callable[[s_tir.Schedule, bool], s_tir.Schedule]:
+    """The schedule function of ``target``: ``fn(sch, fixed) -> sch``."""
+    if "gpu" in target.keys:
+        from .adreno_kgs_conv3d import schedule_kgs_conv3d_adreno
+
+        return lambda sch, fixed: schedule_kgs_conv3d_adreno(sch, fixed=fixed)
+    if is_arm(target):
+        return schedule_arm
+    return schedule_x86
+
+
+def space_postprocs(target: Target) -> list:
+    """Postprocessors every candidate goes through (GPU ones verify the launch limits)."""
+    if "gpu" in target.keys:
+        return [
+            ms.postproc.DisallowDynamicLoop(),
+            ms.postproc.RewriteCooperativeFetch(),
+            ms.postproc.RewriteUnboundBlock(),
+            ms.postproc.RewriteParallelVectorizeUnroll(),
+            ms.postproc.RewriteReductionBlock(),
+            ms.postproc.VerifyGPUCode(),
+        ]
+    return [ms.postproc.RewriteParallelVectorizeUnroll(), ms.postproc.RewriteReductionBlock()]
+
+
+def design_space(target: Target) -> ms.space_generator.ScheduleFn:
+    """RT3D's tunable schedule of the KGS conv3d as a MetaSchedule space for ``target``.
+
+    Tile-size knobs are mutated by ``MutateTileSize``, the unroll step by ``MutateUnroll``.
+    """
+    fn = schedule_for(target)
+
+    def _space(sch: s_tir.Schedule) -> s_tir.Schedule:
+        return fn(sch, False)
+
+    return ms.space_generator.ScheduleFn(
+        _space,
+        sch_rules=[],
+        postprocs=space_postprocs(target),
+        mutator_probs={ms.mutator.MutateTileSize(): 0.8, ms.mutator.MutateUnroll(): 0.2},
+    )
+
+
+def _custom_rule(fn):
+    def _apply(sch: s_tir.Schedule, _block) -> list[s_tir.Schedule]:
+        return [fn(sch, False)]
+
+    return _apply
+
+
+def _register() -> None:
+    def _gpu(sch, fixed):
+        return schedule_for(Target("qcom/adreno-opencl"))(sch, fixed)
+
+    for key, fn in (("cpu", schedule_x86), ("arm_cpu", schedule_arm), ("adreno", _gpu),
+                    ("gpu", _gpu)):
+        tvm.register_global_func(f"s_tir.meta_schedule.{key}.{KGS_SCHEDULE_RULE}",
+                                 _custom_rule(fn), override=True)
+
+
+_register()
