@@ -297,7 +297,7 @@ class KGSCompact:
     """Compacted weights of a structured conv3d, the layout the sparse operator reads.
 
     For output-channel group ``i`` (``G = ceil(M / g_m)`` groups), the kept columns are
-    ``columns[i, :counts[i]]``, each ``(c, kd, kh, kw)``; ``values[i, t, r]`` is the weight of
+    ``columns[i, :counts[i]]``, each ``(c, kd, kh, kw)``, ordered by channel then position; ``values[i, t, r]`` is the weight of
     output channel ``i*g_m + r`` at column ``t``. Groups are padded to a common length
     ``T = max(counts)`` with column ``(0, 0, 0, 0)`` and weight 0, and the edge output group
     with zero rows, so padding slots read valid memory and add nothing.
@@ -378,7 +378,10 @@ def compact(weight: np.ndarray, group: Sequence[int], name: str = "weight") -> K
         c_flat = cs[valid]
         p_flat = np.broadcast_to(ps[:, None], cs.shape)[valid]
         vals = wp[i][:, js[:, None], np.arange(gn)[None, :], ps[:, None]]  # [gm, U, gn]
-        per_group.append((c_flat, p_flat, vals[:, valid]))  # vals -> [gm, cols]
+        # order columns by (channel, position): neighbouring kernel positions of one channel
+        # read neighbouring input, so consecutive columns share cache lines
+        order = np.lexsort((p_flat, c_flat))
+        per_group.append((c_flat[order], p_flat[order], vals[:, valid][:, order]))
     t_max = max(1, max(len(c) for c, _, _ in per_group))
     values = np.zeros((g_count, t_max, gm), weight.dtype)
     columns = np.zeros((g_count, t_max, 4), np.int32)
