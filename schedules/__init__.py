@@ -1,4 +1,5 @@
-"""Hand-written TensorIR schedules of RT3D's operators, one dlight-style rule per target.
+"""Hand-written TensorIR schedules of RT3D's operators, one dlight-style rule per target,
+and their MetaSchedule design spaces (:mod:`schedules.meta_schedule`).
 
 ``default_rules(target)`` lists the rules the ``rt3d`` pipeline applies for a target.
 """
@@ -8,14 +9,29 @@ from __future__ import annotations
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
-from .cpu_kgs_conv3d import KGSConv3DCPU, schedule_kgs_conv3d_cpu
+from .adreno_kgs_conv3d import KGSConv3DAdreno, adreno_space, schedule_kgs_conv3d_adreno
+from .arm_cpu import KGSConv3DArm, schedule_arm
+from .cpu_kgs_conv3d import is_kgs_conv3d, schedule_kgs_conv3d_cpu
+from .host_x86 import KGSConv3DX86, schedule_x86
 
-__all__ = ["KGSConv3DCPU", "default_rules", "schedule_kgs_conv3d_cpu"]
+__all__ = [
+    "KGSConv3DAdreno",
+    "KGSConv3DArm",
+    "KGSConv3DX86",
+    "adreno_space",
+    "default_rules",
+    "is_kgs_conv3d",
+    "schedule_arm",
+    "schedule_kgs_conv3d_adreno",
+    "schedule_kgs_conv3d_cpu",
+    "schedule_x86",
+]
 
 
 def default_rules(target: Target) -> list[dl.ScheduleRule]:
     """Schedule rules for ``target``: RT3D's operators first, then dlight's generic rules for
     the rest of the model (GEMV for the classifier, reductions for pooling)."""
     if "gpu" in target.keys:
-        return []  # GPU targets: the target's default pipeline schedules the rest
-    return [KGSConv3DCPU(), dl.cpu.GEMV(), dl.cpu.Reduction()]
+        # RT3D's OpenCL rule; the target's default pipeline schedules the rest
+        return [KGSConv3DAdreno()]
+    return [KGSConv3DX86(), KGSConv3DArm(), dl.cpu.GEMV(), dl.cpu.Reduction()]

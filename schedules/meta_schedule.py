@@ -19,6 +19,7 @@ from tvm.target import Target
 
 from rt3d_passes.kgs_conv3d import KGS_SCHEDULE_RULE
 
+from .adreno_kgs_conv3d import adreno_space, schedule_kgs_conv3d_adreno
 from .arm_cpu import is_arm, schedule_arm
 from .host_x86 import schedule_x86
 
@@ -28,8 +29,6 @@ __all__ = ["design_space", "schedule_for", "space_postprocs"]
 def schedule_for(target: Target) -> Callable[[s_tir.Schedule, bool], s_tir.Schedule]:
     """The schedule function of ``target``: ``fn(sch, fixed) -> sch``."""
     if "gpu" in target.keys:
-        from .adreno_kgs_conv3d import schedule_kgs_conv3d_adreno
-
         return lambda sch, fixed: schedule_kgs_conv3d_adreno(sch, fixed=fixed)
     if is_arm(target):
         return schedule_arm
@@ -57,7 +56,10 @@ def design_space(target: Target) -> ms.space_generator.ScheduleFn:
     """
     fn = schedule_for(target)
 
-    def _space(sch: s_tir.Schedule) -> s_tir.Schedule:
+    def _space(sch: s_tir.Schedule) -> s_tir.Schedule | list[s_tir.Schedule]:
+        if "gpu" in target.keys:
+            with target:  # adreno_space reads the work-group and local-memory limits
+                return adreno_space(sch, None)
         return fn(sch, False)
 
     return ms.space_generator.ScheduleFn(
@@ -76,13 +78,10 @@ def _custom_rule(fn):
 
 
 def _register() -> None:
-    def _gpu(sch, fixed):
-        return schedule_for(Target("qcom/adreno-opencl"))(sch, fixed)
-
-    for key, fn in (("cpu", schedule_x86), ("arm_cpu", schedule_arm), ("adreno", _gpu),
-                    ("gpu", _gpu)):
-        tvm.register_global_func(f"s_tir.meta_schedule.{key}.{KGS_SCHEDULE_RULE}",
-                                 _custom_rule(fn), override=True)
+    for key, rule in (("cpu", _custom_rule(schedule_x86)), ("arm_cpu", _custom_rule(schedule_arm)),
+                      ("adreno", adreno_space), ("gpu", adreno_space)):
+        tvm.register_global_func(f"s_tir.meta_schedule.{key}.{KGS_SCHEDULE_RULE}", rule,
+                                 override=True)
 
 
 _register()

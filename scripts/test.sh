@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
+# PoCL (CPU OpenCL) lets the generated Adreno kernels run; without it those tests skip
+bash scripts/install_pocl.sh || echo "warning: PoCL not installed; OpenCL tests will skip" >&2
 if [ "$#" -eq 0 ]; then
   set -- -m "not tuning and not emulated and not bench"
 fi
