@@ -1,0 +1,1 @@
+"""Tests of the peer runtime runners (benchmarks/peers)."""
