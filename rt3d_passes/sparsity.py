@@ -297,10 +297,10 @@ class KGSCompact:
     """Compacted weights of a structured conv3d, the layout the sparse operator reads.
 
     For output-channel group ``i`` (``G = ceil(M / g_m)`` groups), the kept columns are
-    ``columns[i, :counts[i]]``, each ``(c, kd, kh, kw)``, ordered by channel then position; ``values[i, t, r]`` is the weight of
-    output channel ``i*g_m + r`` at column ``t``. Groups are padded to a common length
-    ``T = max(counts)`` with column ``(0, 0, 0, 0)`` and weight 0, and the edge output group
-    with zero rows, so padding slots read valid memory and add nothing.
+    ``columns[i, :counts[i]]``, each ``(c, kd, kh, kw)``, ordered by channel then position;
+    ``values[i, t, r]`` is the weight of output channel ``i*g_m + r`` at column ``t``. Groups
+    are padded to a common length ``T = max(counts)`` with column ``(0, 0, 0, 0)`` and weight
+    0 (the operator skips them), and the edge output group with zero rows.
     """
 
     group: tuple[int, int]

@@ -23,14 +23,19 @@ def host_target(num_cores: int | None = None) -> Target:
                    "num-cores": int(cores)})
 
 
-def kryo_target(num_cores: int = 8, mcpu: str = "cortex-a76") -> Target:
-    """A Kryo CPU (Snapdragon 865's Kryo 585 cores are Cortex-A77/A55 derivatives).
+def kryo_target(num_cores: int = 8, mcpu: str | None = None) -> Target:
+    """A Kryo CPU: aarch64 + NEON.
 
     The triple is ``aarch64-linux-gnu`` so modules link with Debian's cross compiler and run
     on the emulated device; an Android phone needs ``aarch64-linux-android`` and the NDK.
+    ``mcpu`` (e.g. ``cortex-a76`` for the Cortex-derived Kryo 4xx/5xx cores) is left unset by
+    default: the emulated device's CPU model has only the baseline extensions.
     """
-    return Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": mcpu,
-                   "mattr": ["+neon"], "num-cores": int(num_cores)})
+    spec = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"],
+            "num-cores": int(num_cores)}
+    if mcpu:
+        spec["mcpu"] = mcpu
+    return Target(spec)
 
 
 def get_target(name: str) -> Target:

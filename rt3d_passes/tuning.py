@@ -32,8 +32,11 @@ from .kgs_conv3d import KGS_CONV3D_ATTR
 
 __all__ = [
     "TuningTask",
+    "alloc_arguments",
     "extract_tasks",
     "fast_build",
+    "make_builder",
+    "make_runner",
     "open_database",
     "tune_model",
 ]
@@ -106,8 +109,41 @@ def fast_build(mod: tvm.IRModule, target: Target, _params) -> tvm.runtime.Module
     return tvm.tirx.build(mod, target=target)
 
 
-def _alloc_with(offsets: np.ndarray):
-    """Argument allocator that uploads the real column offsets.
+def make_builder(export: Callable | None = None):
+    """MetaSchedule builder with :func:`fast_build` (``export``: ``f_export``, e.g. the aarch64
+    cross-compiler of :func:`rt3d_passes.rpc.cross_export_aarch64`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.builder.LocalBuilder(max_workers=min(2, os.cpu_count() or 1), f_build=fast_build,
+                                   f_export=export, timeout_sec=120)
+
+
+def make_runner(offsets: np.ndarray, rpc: dict | None = None):
+    """MetaSchedule runner for one KGS task: local, or on the RPC devices of ``rpc``
+    (``{"tracker": "host:port", "key": ..., "timeout": s}``), with the task's real offsets."""
+    from tvm.s_tir import meta_schedule as ms
+
+    config = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0,
+                                       enable_cpu_cache_flush=False)
+    alloc_local, alloc_rpc = alloc_arguments(offsets)
+    if not rpc:
+        return ms.runner.LocalRunner(evaluator_config=config, f_alloc_argument=alloc_local)
+    from .rpc import create_runner_session
+
+    host, port = rpc["tracker"].rsplit(":", 1)
+    return ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+                                       tracker_key=rpc["key"],
+                                       session_timeout_sec=int(rpc.get("timeout", 120))),
+        evaluator_config=config,
+        # the default session request has no deadline: with every server of the key gone,
+        # tuning would wait forever instead of failing those trials
+        f_create_session=create_runner_session,
+        f_alloc_argument=alloc_rpc, max_workers=1)
+
+
+def alloc_arguments(offsets: np.ndarray):
+    """Argument allocators ``(local, rpc)`` that upload the real column offsets.
 
     MetaSchedule fills int32 inputs with random values; the gather then reads far out of
     bounds and kills the runner (``Subprocess terminated``). Offsets are the only int32
@@ -262,8 +298,6 @@ def tune_model(
 
     tasks = extract_tasks(mod, target, **rewrite_options)
     db = open_database(work_dir, target, create=True)
-    runner_cfg = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0,
-                                           enable_cpu_cache_flush=False)
     if export is None and rpc and "aarch64" in str(target.attrs.get("mtriple", "")):
         from .rpc import cross_export_aarch64
 
@@ -277,20 +311,8 @@ def tune_model(
         todo = max(0, trials_per_task - done)
         bar.set_postfix_str(f"{task.name}: {done} records, {todo} trials to run")
         if todo:
-            alloc_local, alloc_rpc = _alloc_with(task.offsets)
-            if rpc:
-                host, port = rpc["tracker"].rsplit(":", 1)
-                runner = ms.runner.RPCRunner(
-                    rpc_config=ms.runner.RPCConfig(
-                        tracker_host=host, tracker_port=int(port), tracker_key=rpc["key"],
-                        session_timeout_sec=int(rpc.get("timeout", 120))),
-                    evaluator_config=runner_cfg, f_alloc_argument=alloc_rpc)
-            else:
-                runner = ms.runner.LocalRunner(evaluator_config=runner_cfg,
-                                               f_alloc_argument=alloc_local)
-            builder = ms.builder.LocalBuilder(max_workers=min(2, os.cpu_count() or 1),
-                                              f_build=fast_build, f_export=export,
-                                              timeout_sec=120)
+            builder = make_builder(export)
+            runner = make_runner(task.offsets, rpc)
             with _without_tensor_intrin():
                 ctx = ms.TuneContext(mod=task.mod, target=target,
                                      space_generator=rt3d_ms.design_space(target),

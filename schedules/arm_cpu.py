@@ -23,13 +23,14 @@ def is_arm(target: Target) -> bool:
     return "arm_cpu" in target.keys or "aarch64" in str(target.attrs.get("mtriple", ""))
 
 
-def schedule_arm(sch: s_tir.Schedule, fixed: bool = True) -> s_tir.Schedule:
+def schedule_arm(sch: s_tir.Schedule, fixed: bool = True,
+                 target: Target | None = None) -> s_tir.Schedule:
     """The arm_cpu schedule: accumulators fill ~3/4 of the NEON register file."""
+    del target  # every aarch64 core has 32 NEON registers
     gm = int(sch.mod["main"].attrs[KGS_CONV3D_ATTR])
     regs_per_acc = max(1, gm // 4)
     max_acc = (NEON_REGISTERS * 3 // 4) // regs_per_acc
-    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_w_tile=max_acc,
-                                   max_h_tile=1 if fixed else 2)
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_acc)
 
 
 class KGSConv3DArm(s_tir.dlight.ScheduleRule):
@@ -38,4 +39,4 @@ class KGSConv3DArm(s_tir.dlight.ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not is_kgs_conv3d(func) or not is_arm(target):
             return None
-        return schedule_arm(s_tir.Schedule(func), fixed=not tunable)
+        return schedule_arm(s_tir.Schedule(func), fixed=not tunable, target=target)

@@ -8,8 +8,8 @@ accumulators that stay in registers for the whole reduction.
 
 Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give the default):
 
-* ``R`` -- output positions along W per tile (the innermost tile of W, at most 8);
-* ``Rh`` -- output rows per tile (1 or 2), for more reuse of each weight vector;
+* ``R`` -- output positions along W per tile (the innermost tile of W);
+* ``Rh`` -- output rows per tile, for more reuse of each weight vector;
 * the auto-unroll step of the parallel loop.
 """
 
@@ -21,7 +21,7 @@ from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR, KGS_CONV3D_BLOCK, KGS_PADDED
 
 from .utils import largest_divisor, producers_named, tile
 
-__all__ = ["is_kgs_conv3d", "schedule_kgs_conv3d_cpu"]
+__all__ = ["is_kgs_conv3d", "register_tile", "schedule_kgs_conv3d_cpu"]
 
 
 def is_kgs_conv3d(func: tirx.PrimFunc) -> bool:
@@ -37,11 +37,22 @@ def _schedule_pad(sch: s_tir.Schedule, block, padded: tuple[int, int, int]) -> N
     sch.parallel(sch.fuse(n, c, d))
 
 
+def register_tile(ow: int, oh: int, max_acc: int) -> tuple[int, int]:
+    """The untuned register tile ``(R, Rh)``: ``R`` output positions along W times ``Rh`` rows.
+
+    Each kept column costs one weight-vector load and ``Rh`` input cache lines for ``R * Rh``
+    FMAs, so a long W tile matters most (fewer input lines per FMA), then filling the
+    remaining accumulator budget with rows (fewer weight loads per FMA).
+    """
+    r_w = largest_divisor(ow, max_acc)
+    r_h = largest_divisor(oh, max(1, max_acc // r_w))
+    return r_w, r_h
+
+
 def schedule_kgs_conv3d_cpu(
     sch: s_tir.Schedule,
     fixed: bool = True,
-    max_w_tile: int = 8,
-    max_h_tile: int = 2,
+    max_accumulators: int = 12,
 ) -> s_tir.Schedule:
     """Schedule one KGS conv3d PrimFunc (in place) for a CPU.
 
@@ -52,8 +63,9 @@ def schedule_kgs_conv3d_cpu(
     fixed : bool
         True: heuristic decisions (the untuned default). False: knobs left to sampling, so the
         same function is a MetaSchedule design space.
-    max_w_tile, max_h_tile : int
-        Largest register tile along W and H (accumulators = ``R * Rh`` vectors of ``g_m``).
+    max_accumulators : int
+        Register budget of the tile: ``R * Rh`` accumulator vectors of ``g_m`` lanes (leave a
+        few registers of the file for the weight vector and addresses).
 
     Returns
     -------
@@ -63,9 +75,10 @@ def schedule_kgs_conv3d_cpu(
     gm = int(sch.mod["main"].attrs[KGS_CONV3D_ATTR])
     n, m, d, h, w, t = sch.get_loops(blk)
     g, mi = sch.split(m, [None, gm])
-    ow = int(sch.get(w).extent)
-    r_w = tile(sch, w, max_w_tile, largest_divisor(ow, max_w_tile) if fixed else None)
-    r_h = tile(sch, h, max_h_tile, 1 if fixed else None)
+    fixed_tile = register_tile(int(sch.get(w).extent), int(sch.get(h).extent),
+                               max_accumulators)
+    r_w = tile(sch, w, max_accumulators, fixed_tile[0] if fixed else None)
+    r_h = tile(sch, h, max(1, max_accumulators // 4), fixed_tile[1] if fixed else None)
     wo, wi = sch.split(w, r_w)
     ho, hi = sch.split(h, r_h)
     sch.reorder(n, g, d, ho, wo, t, hi, wi, mi)

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.target import Target
+from tvm.target import Target, codegen
 
 from .cpu_kgs_conv3d import is_kgs_conv3d, schedule_kgs_conv3d_cpu
 
 __all__ = ["KGSConv3DX86", "schedule_x86"]
 
-#: AVX2 has 16 vector registers: up to 12 accumulators + weight vectors + spare.
-MAX_ACCUMULATORS = 12
+#: Accumulator budget: AVX2 has 16 vector registers (12 accumulators + weight vector +
+#: spare); AVX-512 (VL) has 32, usable for 8-lane accumulators too.
+MAX_ACCUMULATORS_AVX2 = 12
+MAX_ACCUMULATORS_AVX512 = 24
 
 
 def is_x86(target: Target) -> bool:
     return target.kind.name == "llvm" and "aarch64" not in str(target.attrs.get("mtriple", ""))
 
 
-def schedule_x86(sch: s_tir.Schedule, fixed: bool = True) -> s_tir.Schedule:
-    """The x86 schedule: register tile of ``R`` (<= 12) W positions x ``g_m`` channels."""
-    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_w_tile=MAX_ACCUMULATORS,
-                                   max_h_tile=1 if fixed else 2)
+def max_accumulators(target: Target | None) -> int:
+    """Register budget of ``target`` (the current target when None)."""
+    target = target or Target.current(allow_none=True)
+    if target is not None and codegen.target_has_features(["avx512f"], target):
+        return MAX_ACCUMULATORS_AVX512
+    return MAX_ACCUMULATORS_AVX2
+
+
+def schedule_x86(sch: s_tir.Schedule, fixed: bool = True,
+                 target: Target | None = None) -> s_tir.Schedule:
+    """The x86 schedule: a register tile of ``R x Rh`` output positions x ``g_m`` channels
+    sized to the target's vector register file."""
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_accumulators(target))
 
 
 class KGSConv3DX86(s_tir.dlight.ScheduleRule):
@@ -29,4 +40,4 @@ class KGSConv3DX86(s_tir.dlight.ScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not is_kgs_conv3d(func) or not is_x86(target):
             return None
-        return schedule_x86(s_tir.Schedule(func), fixed=not tunable)
+        return schedule_x86(s_tir.Schedule(func), fixed=not tunable, target=target)

@@ -57,10 +57,10 @@ def design_space(target: Target) -> ms.space_generator.ScheduleFn:
     fn = schedule_for(target)
 
     def _space(sch: s_tir.Schedule) -> s_tir.Schedule | list[s_tir.Schedule]:
-        if "gpu" in target.keys:
-            with target:  # adreno_space reads the work-group and local-memory limits
+        with target:  # the rules read register files / work-group limits off the target
+            if "gpu" in target.keys:
                 return adreno_space(sch, None)
-        return fn(sch, False)
+            return fn(sch, False)
 
     return ms.space_generator.ScheduleFn(
         _space,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 
 def conv3d_reference(x, weight, strides=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1)):
@@ -33,3 +34,21 @@ def rng(request) -> np.random.Generator:
     seed = int(np.random.SeedSequence().entropy % (2**32))
     request.node.user_properties.append(("seed", seed))
     return np.random.default_rng(seed)
+
+
+class TinyC3D(torch.nn.Module):
+    """conv-relu-pool-conv-relu-gap-linear: a 3D CNN small enough to compile in seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(3, 16, 3, padding=1)
+        self.pool = torch.nn.MaxPool3d((1, 2, 2))
+        self.conv2 = torch.nn.Conv3d(16, 32, 3, padding=1)
+        self.conv3 = torch.nn.Conv3d(32, 32, (1, 3, 3), padding=(0, 1, 1), bias=False)
+        self.fc = torch.nn.Linear(32, 5)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.conv1(x)))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.fc(x.mean((2, 3, 4)))

@@ -9,31 +9,13 @@ from tvm import relax
 import rt3d_passes
 from rt3d_passes import sparsity as S
 from rt3d_passes.testing import structured_weight
-from tests.conftest import assert_close_rel
-
-
-class _TinyC3D(torch.nn.Module):
-    """conv-relu-pool-conv-relu-gap-linear: a 3D CNN small enough to compile in seconds."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv3d(3, 16, 3, padding=1)
-        self.pool = torch.nn.MaxPool3d((1, 2, 2))
-        self.conv2 = torch.nn.Conv3d(16, 32, 3, padding=1)
-        self.conv3 = torch.nn.Conv3d(32, 32, (1, 3, 3), padding=(0, 1, 1), bias=False)
-        self.fc = torch.nn.Linear(32, 5)
-
-    def forward(self, x):
-        x = self.pool(torch.relu(self.conv1(x)))
-        x = torch.relu(self.conv2(x))
-        x = torch.relu(self.conv3(x))
-        return self.fc(x.mean((2, 3, 4)))
+from tests.conftest import TinyC3D, assert_close_rel
 
 
 @pytest.fixture
 def pruned_model(rng):
     torch.manual_seed(int(rng.integers(1 << 31)))
-    model = _TinyC3D().eval()
+    model = TinyC3D().eval()
     with torch.no_grad():
         for conv in (model.conv2, model.conv3):
             w = structured_weight(conv.weight.shape, "kgs", 0.8, (8, 4), rng)

@@ -1,0 +1,90 @@
+"""The emulated Kryo device: an aarch64 TVM RPC server under qemu-user runs a model compiled
+with the rt3d pipeline for aarch64 and cross-exported on this host; outputs equal torch's.
+
+Needs ``bash scripts/emulated_kryo.sh setup`` (skipped otherwise). By default the test starts
+its own tracker and emulated server (registration takes a minute or more); to reuse one
+started with ``scripts/emulated_kryo.sh start``, set ``RT3D_EMULATED_TRACKER=host:port``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+import rt3d_passes
+from rt3d_passes import rpc
+from rt3d_passes.emulated_kryo import (
+    EMULATED_KEY,
+    kryo_target,
+    not_set_up_reason,
+    start_emulated_kryo,
+)
+from rt3d_passes.testing import structured_weight
+from tests.conftest import TinyC3D, assert_close_rel
+from tests.rt3d_passes.test_rpc import _kgs_task, _measured, _tune
+
+pytestmark = [
+    pytest.mark.emulated,
+    pytest.mark.skipif(not_set_up_reason() is not None, reason=str(not_set_up_reason())),
+]
+
+
+@pytest.fixture(scope="module")
+def kryo_tracker():
+    """``host:port`` of a tracker with a free emulated Kryo server."""
+    given = os.environ.get("RT3D_EMULATED_TRACKER")
+    if given:
+        host, port = given.rsplit(":", 1)
+        rpc.wait_for_server(host, int(port), EMULATED_KEY, timeout_s=30)
+        yield given
+        return
+    with rpc.start_tracker() as tracker, start_emulated_kryo(tracker.url) as server:
+        start = time.monotonic()
+        rpc.wait_for_server(*tracker.address, EMULATED_KEY, timeout_s=600, process=server)
+        print(f"emulated Kryo registered after {time.monotonic() - start:.0f} s")
+        yield tracker.url
+
+
+def test_model_on_emulated_kryo(kryo_tracker, rng):
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    model = TinyC3D().eval()
+    with torch.no_grad():
+        for conv in (model.conv2, model.conv3):
+            w = structured_weight(conv.weight.shape, "kgs", 0.8, (8, 4), rng)
+            conv.weight.copy_(torch.from_numpy(w))
+    x = rng.standard_normal((1, 3, 4, 16, 16)).astype(np.float32)
+    mod = rt3d_passes.from_torch(model, (torch.from_numpy(x),))
+    target = kryo_target()
+    pipeline = relax.get_pipeline("rt3d", target=target)
+    kgs = [f for f in pipeline(mod).functions.values()
+           if isinstance(f, tvm.tirx.PrimFunc) and "rt3d.kgs_conv3d" in (f.attrs or {})]
+    assert len(kgs) == 3  # RT3D's operator, not TVM's default conv3d, runs on the device
+    ex = tvm.compile(mod, target, relax_pipeline=pipeline)
+    outputs, timing = rpc.run_remote(ex, kryo_tracker, EMULATED_KEY, [x], target=target,
+                                     number=1, repeat=2, timeout_s=120)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    err = float(np.abs(outputs[0] - ref).max())
+    print(f"emulated run: {timing.mean * 1e3:.1f} ms, max abs error {err:.3g} "
+          f"(max |ref| {np.abs(ref).max():.3g})")
+    assert_close_rel(outputs[0], ref, 1e-5)
+    assert len(timing.results) == 2
+
+
+@pytest.mark.tuning
+def test_tuning_on_emulated_kryo(kryo_tracker, tmp_path, rng):
+    """MetaSchedule for aarch64: built and cross-exported here, measured on the emulated
+    device through the tracker (the flow a phone would see)."""
+    func, offsets = _kgs_task(rng)
+    host, port = kryo_tracker.rsplit(":", 1)
+    _tune(func, offsets, (host, int(port)), EMULATED_KEY, tmp_path, trials=2, per_iter=2,
+          session_timeout_s=120, target=kryo_target(), f_export=rpc.cross_export_aarch64)
+    measured = _measured(tmp_path / "database_tuning_record.json")
+    print(f"emulated tuning: run_secs {measured}")
+    assert len(measured) == 2

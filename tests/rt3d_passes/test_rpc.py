@@ -1,0 +1,228 @@
+"""RPC on loopback: a real tracker and rpc_server started by the tests, a compiled model run
+and timed remotely, MetaSchedule measuring through the tracker, and the failure cases
+(tracker unreachable, key missing, a server killed during tuning)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+import rt3d_passes
+from rt3d_passes import rpc
+from rt3d_passes import sparsity as S
+from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
+from rt3d_passes.testing import structured_weight
+from rt3d_passes.tuning import alloc_arguments, fast_build
+from tests.conftest import TinyC3D, assert_close_rel
+
+KEY = "host-test"
+SLACK_S = 1.5  # process scheduling on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def loopback():
+    """A tracker and one host rpc_server on 127.0.0.1 (free ports), registered."""
+    with rpc.start_tracker() as tracker, rpc.start_server(KEY, tracker.url) as server:
+        rpc.wait_for_server(*tracker.address, KEY, timeout_s=120, process=server)
+        yield tracker
+
+
+def _pruned_model(rng: np.random.Generator) -> torch.nn.Module:
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    model = TinyC3D().eval()
+    with torch.no_grad():
+        for conv in (model.conv2, model.conv3):
+            w = structured_weight(conv.weight.shape, "kgs", 0.8, (8, 4), rng)
+            conv.weight.copy_(torch.from_numpy(w))
+    return model
+
+
+def test_run_remote_matches_torch(loopback, rng):
+    model = _pruned_model(rng)
+    x = rng.standard_normal((1, 3, 4, 16, 16)).astype(np.float32)
+    mod = rt3d_passes.from_torch(model, (torch.from_numpy(x),))
+    target = rt3d_passes.host_target()
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+    outputs, timing = rpc.run_remote(ex, loopback.url, KEY, [x], target=target,
+                                     number=2, repeat=3)
+    with torch.no_grad():
+        assert_close_rel(outputs[0], model(torch.from_numpy(x)).numpy(), 1e-5)
+    assert len(timing.results) == 3 and 0 < timing.mean < 10
+
+
+def test_tracker_unreachable_fails_within_timeout():
+    port = rpc.free_port()  # nothing listens there
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"RPC tracker 127.0.0.1:{port} unreachable"):
+        rpc.check_tracker("127.0.0.1", port, timeout_s=2)
+    with pytest.raises(ConnectionError, match="unreachable"):
+        rpc.request_session(f"127.0.0.1:{port}", KEY, timeout_s=2)
+    with pytest.raises(ConnectionError, match="unreachable"):
+        rpc.wait_for_server("127.0.0.1", port, KEY, timeout_s=2)
+    assert time.monotonic() - start < 3 * 2 + SLACK_S
+
+
+def test_silent_tracker_times_out():
+    """A peer that accepts but never answers (a hung tracker) must not hang the client."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # the kernel completes the handshake; nobody ever replies
+        port = listener.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=f"127.0.0.1:{port} did not answer"):
+            rpc.check_tracker("127.0.0.1", port, timeout_s=1)
+        assert time.monotonic() - start < 1 + SLACK_S
+
+
+def test_missing_key_times_out(loopback):
+    start = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        rpc.wait_for_server(*loopback.address, "no-such-device", timeout_s=1.5)
+    message = str(info.value)
+    assert "'no-such-device'" in message and loopback.url in message and KEY in message
+    with pytest.raises(TimeoutError, match="no-such-device"):
+        rpc.request_session(loopback.url, "no-such-device", timeout_s=1.5)
+    assert time.monotonic() - start < 2 * 1.5 + 2 * SLACK_S
+
+
+def test_local_process_terminates_its_group():
+    """Children (rpc_server forks a worker per session) go down with the process."""
+    with rpc.LocalProcess(["sh", "-c", "sleep 60 & sleep 60"], "sleepers",
+                          ("127.0.0.1", 0)) as proc:
+        time.sleep(0.2)
+        assert proc.alive()
+    assert not proc.alive()
+    deadline = time.monotonic() + 5  # the orphaned child is reaped by init, not by us
+    with pytest.raises(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)  # raises once no member of the group is left
+            time.sleep(0.1)
+
+
+def test_dead_server_fails_fast(loopback):
+    server = rpc.start_server("never", loopback.url, python="/bin/false")
+    with server, pytest.raises(RuntimeError, match="exited"):
+        rpc.wait_for_server(*loopback.address, "never", timeout_s=60, process=server)
+
+
+# ---- MetaSchedule through the tracker --------------------------------------------------------
+
+
+def _kgs_task(rng: np.random.Generator):
+    """A small KGS conv3d PrimFunc and its real int32 offsets."""
+    shape, padding = (1, 8, 4, 10, 10), (1, 1, 1)
+    w = structured_weight((16, 8, 3, 3, 3), "kgs", 0.7, (8, 4), rng)
+    packed = S.compact(w, (8, 4))
+    offsets = column_offsets(packed, Conv3DGeometry(shape, (3, 3, 3), padding=padding))
+    return kgs_conv3d_primfunc(shape, packed, padding=padding), offsets
+
+
+def _tune(func, offsets, tracker, key, work: Path, trials: int, per_iter: int,
+          session_timeout_s: int = 30, target=None, f_export=None):
+    """tune_tir of one KGS PrimFunc, measured by RPCRunner through ``tracker``;
+    ``f_export`` ships built modules (e.g. cross-compiled) instead of the default .tar."""
+    from tvm.s_tir import meta_schedule as ms
+
+    import schedules
+
+    space = ms.space_generator.ScheduleFn(
+        lambda sch: schedules.schedule_kgs_conv3d_cpu(sch, fixed=False),
+        sch_rules=[], postprocs=[], mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+    runner = ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(tracker_host=tracker[0], tracker_port=int(tracker[1]),
+                                       tracker_key=key,
+                                       session_timeout_sec=session_timeout_s),
+        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0),
+        f_create_session=rpc.create_runner_session,  # fails instead of waiting forever
+        f_alloc_argument=alloc_arguments(offsets)[1], max_workers=1)
+    work.mkdir(parents=True, exist_ok=True)
+    return ms.tune_tir(
+        mod=func, target=target or rt3d_passes.host_target(), work_dir=str(work),
+        max_trials_global=trials, num_trials_per_iter=per_iter, space=space,
+        builder=ms.builder.LocalBuilder(max_workers=1, f_build=fast_build, f_export=f_export,
+                                        timeout_sec=120),
+        runner=runner, database=ms.database.JSONDatabase(work_dir=str(work)),
+        cost_model="random", seed=1)
+
+
+def _measured(path: Path) -> list[list[float]]:
+    """run_secs of the records in a JSON database file that hold a real measurement
+    (MetaSchedule stores failed runs as 1e10 s)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    secs = [row[1][1] for row in rows]
+    return [s for s in secs if s and all(float(v) < 1e9 for v in s)]
+
+
+@pytest.mark.tuning
+def test_tuning_through_tracker(tmp_path, rng):
+    from tvm.s_tir import meta_schedule as ms
+
+    func, offsets = _kgs_task(rng)
+    key = "host-tune"
+    with rpc.start_tracker() as tracker, rpc.start_server(key, tracker.url) as server:
+        rpc.wait_for_server(*tracker.address, key, timeout_s=120, process=server)
+        _tune(func, offsets, tracker.address, key, tmp_path, trials=4, per_iter=2)
+        sessions = server.log_tail(100_000).count("connected from")
+    reloaded = ms.database.JSONDatabase(work_dir=str(tmp_path))
+    records = reloaded.get_all_tuning_records()
+    measured = _measured(tmp_path / "database_tuning_record.json")
+    assert len(records) >= 2 and len(measured) == len(records), records
+    assert all(0 < float(v) < 1 for secs in measured for v in secs)
+    assert sessions >= len(measured)  # every measurement went through the server
+
+
+@pytest.mark.tuning
+def test_tuning_survives_killed_servers(tmp_path, rng):
+    """Two servers; one killed after the first batch (tuning goes on with the other), then
+    the other (measurements fail fast, tuning ends); records of earlier batches stay."""
+    func, offsets = _kgs_task(rng)
+    key = "host-fault"
+    records = tmp_path / "database_tuning_record.json"
+    seen_at_kill: list[int] = []
+    with (rpc.start_tracker() as tracker, rpc.start_server(key, tracker.url) as first,
+          rpc.start_server(key, tracker.url) as second):
+        for server in (first, second):
+            rpc.wait_for_server(*tracker.address, key, timeout_s=120, process=server)
+
+        def killer() -> None:
+            for server, batches in ((first, 1), (second, 2)):
+                while len(_measured(records)) < 2 * batches and not done.is_set():
+                    time.sleep(0.2)
+                if done.is_set():
+                    return
+                server.kill()
+                seen_at_kill.append(len(_measured(records)))
+
+        done = threading.Event()
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        start = time.monotonic()
+        try:
+            _tune(func, offsets, tracker.address, key, tmp_path, trials=6, per_iter=2,
+                  session_timeout_s=10)
+        finally:
+            done.set()
+            thread.join()
+        elapsed = time.monotonic() - start
+    assert len(seen_at_kill) == 2, f"tuning ended before both kills: {seen_at_kill}"
+    measured = _measured(records)
+    total = len(records.read_text().splitlines())
+    print(f"measured at the kills: {seen_at_kill}; at the end: {len(measured)} measured of "
+          f"{total} records; tuning took {elapsed:.0f} s")
+    # the batch after the first kill was measured on the remaining server
+    assert seen_at_kill[1] >= seen_at_kill[0] + 1
+    # nothing measured was lost, and nothing was measured without a server
+    assert len(measured) == seen_at_kill[1]
+    assert elapsed < 600
