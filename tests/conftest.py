@@ -52,3 +52,16 @@ class TinyC3D(torch.nn.Module):
         x = torch.relu(self.conv2(x))
         x = torch.relu(self.conv3(x))
         return self.fc(x.mean((2, 3, 4)))
+
+
+def pruned_tiny_c3d(rng: np.random.Generator, rate: float = 0.8) -> TinyC3D:
+    """A :class:`TinyC3D` whose conv2 and conv3 carry exact KGS 8x4 zeros (conv1 stays dense)."""
+    from rt3d_passes.testing import structured_weight
+
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    model = TinyC3D().eval()
+    with torch.no_grad():
+        for conv in (model.conv2, model.conv3):
+            w = structured_weight(conv.weight.shape, "kgs", rate, (8, 4), rng)
+            conv.weight.copy_(torch.from_numpy(w))
+    return model

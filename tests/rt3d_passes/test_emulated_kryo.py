@@ -25,8 +25,7 @@ from rt3d_passes.emulated_kryo import (
     not_set_up_reason,
     start_emulated_kryo,
 )
-from rt3d_passes.testing import structured_weight
-from tests.conftest import TinyC3D, assert_close_rel
+from tests.conftest import assert_close_rel, pruned_tiny_c3d
 from tests.rt3d_passes.test_rpc import _kgs_task, _measured, _tune
 
 pytestmark = [
@@ -52,12 +51,7 @@ def kryo_tracker():
 
 
 def test_model_on_emulated_kryo(kryo_tracker, rng):
-    torch.manual_seed(int(rng.integers(1 << 31)))
-    model = TinyC3D().eval()
-    with torch.no_grad():
-        for conv in (model.conv2, model.conv3):
-            w = structured_weight(conv.weight.shape, "kgs", 0.8, (8, 4), rng)
-            conv.weight.copy_(torch.from_numpy(w))
+    model = pruned_tiny_c3d(rng)
     x = rng.standard_normal((1, 3, 4, 16, 16)).astype(np.float32)
     mod = rt3d_passes.from_torch(model, (torch.from_numpy(x),))
     target = kryo_target()

@@ -8,19 +8,12 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import sparsity as S
-from rt3d_passes.testing import structured_weight
-from tests.conftest import TinyC3D, assert_close_rel
+from tests.conftest import assert_close_rel, pruned_tiny_c3d
 
 
 @pytest.fixture
 def pruned_model(rng):
-    torch.manual_seed(int(rng.integers(1 << 31)))
-    model = TinyC3D().eval()
-    with torch.no_grad():
-        for conv in (model.conv2, model.conv3):
-            w = structured_weight(conv.weight.shape, "kgs", 0.8, (8, 4), rng)
-            conv.weight.copy_(torch.from_numpy(w))
-    return model
+    return pruned_tiny_c3d(rng)
 
 
 def _kgs_funcs(mod):

@@ -23,7 +23,7 @@ from rt3d_passes import sparsity as S
 from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
 from rt3d_passes.testing import structured_weight
 from rt3d_passes.tuning import alloc_arguments, fast_build
-from tests.conftest import TinyC3D, assert_close_rel
+from tests.conftest import assert_close_rel, pruned_tiny_c3d
 
 KEY = "host-test"
 SLACK_S = 1.5  # process scheduling on a loaded 2-core machine
@@ -37,18 +37,8 @@ def loopback():
         yield tracker
 
 
-def _pruned_model(rng: np.random.Generator) -> torch.nn.Module:
-    torch.manual_seed(int(rng.integers(1 << 31)))
-    model = TinyC3D().eval()
-    with torch.no_grad():
-        for conv in (model.conv2, model.conv3):
-            w = structured_weight(conv.weight.shape, "kgs", 0.8, (8, 4), rng)
-            conv.weight.copy_(torch.from_numpy(w))
-    return model
-
-
 def test_run_remote_matches_torch(loopback, rng):
-    model = _pruned_model(rng)
+    model = pruned_tiny_c3d(rng)
     x = rng.standard_normal((1, 3, 4, 16, 16)).astype(np.float32)
     mod = rt3d_passes.from_torch(model, (torch.from_numpy(x),))
     target = rt3d_passes.host_target()
