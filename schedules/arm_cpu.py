@@ -23,14 +23,15 @@ def is_arm(target: Target) -> bool:
     return "arm_cpu" in target.keys or "aarch64" in str(target.attrs.get("mtriple", ""))
 
 
-def schedule_arm(sch: s_tir.Schedule, fixed: bool = True,
-                 target: Target | None = None) -> s_tir.Schedule:
+def schedule_arm(sch: s_tir.Schedule, fixed: bool = True, target: Target | None = None,
+                 rows_outer: bool | None = None) -> s_tir.Schedule:
     """The arm_cpu schedule: accumulators fill ~3/4 of the NEON register file."""
     del target  # every aarch64 core has 32 NEON registers
     gm = int(sch.mod["main"].attrs[KGS_CONV3D_ATTR])
     regs_per_acc = max(1, gm // 4)
     max_acc = (NEON_REGISTERS * 3 // 4) // regs_per_acc
-    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_acc)
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_acc,
+                                   rows_outer=rows_outer)
 
 
 class KGSConv3DArm(s_tir.dlight.ScheduleRule):

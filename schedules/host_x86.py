@@ -27,11 +27,12 @@ def max_accumulators(target: Target | None) -> int:
     return MAX_ACCUMULATORS_AVX2
 
 
-def schedule_x86(sch: s_tir.Schedule, fixed: bool = True,
-                 target: Target | None = None) -> s_tir.Schedule:
+def schedule_x86(sch: s_tir.Schedule, fixed: bool = True, target: Target | None = None,
+                 rows_outer: bool | None = None) -> s_tir.Schedule:
     """The x86 schedule: a register tile of ``R x Rh`` output positions x ``g_m`` channels
     sized to the target's vector register file."""
-    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_accumulators(target))
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_accumulators(target),
+                                   rows_outer=rows_outer)
 
 
 class KGSConv3DX86(s_tir.dlight.ScheduleRule):

@@ -23,7 +23,7 @@ from .adreno_kgs_conv3d import adreno_space, schedule_kgs_conv3d_adreno
 from .arm_cpu import is_arm, schedule_arm
 from .host_x86 import schedule_x86
 
-__all__ = ["design_space", "schedule_for", "space_postprocs"]
+__all__ = ["cpu_space", "design_space", "schedule_for", "space_postprocs"]
 
 
 def schedule_for(target: Target) -> Callable[[s_tir.Schedule, bool], s_tir.Schedule]:
@@ -56,11 +56,11 @@ def design_space(target: Target) -> ms.space_generator.ScheduleFn:
     """
     fn = schedule_for(target)
 
-    def _space(sch: s_tir.Schedule) -> s_tir.Schedule | list[s_tir.Schedule]:
+    def _space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
         with target:  # the rules read register files / work-group limits off the target
             if "gpu" in target.keys:
                 return adreno_space(sch, None)
-            return fn(sch, False)
+            return cpu_space(fn)(sch, None)
 
     return ms.space_generator.ScheduleFn(
         _space,
@@ -70,15 +70,18 @@ def design_space(target: Target) -> ms.space_generator.ScheduleFn:
     )
 
 
-def _custom_rule(fn):
+def cpu_space(fn):
+    """Custom-rule form of a CPU schedule: the two loop orders are structural choices, so
+    they are two design spaces; their knobs are sampled."""
+
     def _apply(sch: s_tir.Schedule, _block) -> list[s_tir.Schedule]:
-        return [fn(sch, False)]
+        return [fn(sch.copy(), False, rows_outer=order) for order in (True, False)]
 
     return _apply
 
 
 def _register() -> None:
-    for key, rule in (("cpu", _custom_rule(schedule_x86)), ("arm_cpu", _custom_rule(schedule_arm)),
+    for key, rule in (("cpu", cpu_space(schedule_x86)), ("arm_cpu", cpu_space(schedule_arm)),
                       ("adreno", adreno_space), ("gpu", adreno_space)):
         tvm.register_global_func(f"s_tir.meta_schedule.{key}.{KGS_SCHEDULE_RULE}", rule,
                                  override=True)
