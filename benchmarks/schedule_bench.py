@@ -3,7 +3,9 @@
 For each C3D conv layer (1x3x16x112x112 input) at the paper's preset rate and at a range of
 KGS rates, in one process: RT3D sparse untuned and tuned, RT3D dense (every column kept)
 tuned, PyTorch dense, and the host's dense-GEMM ceiling (numpy sgemm on a large square
-matrix). Columns: ms, G MAC/s on kept MACs, speedup vs own dense, speedup / MAC reduction.
+matrix). All variants of a layer are built first and then timed in rotation, so load
+drifting on a shared machine hits them alike. Columns: ms, G MAC/s on kept MACs, speedup vs
+own dense, speedup / MAC reduction.
 Writes JSON and a plot of speedup vs MAC reduction with the ideal line.
 
     python benchmarks/schedule_bench.py [--trials 16] [--rates 0 0.5 0.75 0.85 0.95]
@@ -77,62 +79,78 @@ def _build(mod, target, database=None):
     return relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=pipeline), tvm.cpu())
 
 
-def _vm_ms(vm, x, runs) -> float:
-    return vm.time_evaluator("main", tvm.cpu(), number=1, repeat=runs)(x).median * 1e3
+def _interleaved_ms(fns: dict, runs: int) -> dict[str, float]:
+    """Median ms of each callable, timed in rotation (A B C A B C ...) after one warm-up
+    call each, so load drifting on a shared machine hits every variant alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            times[name].append(_timed(fn))
+    return {name: float(np.median(v)) * 1e3 for name, v in times.items()}
 
 
-def bench(layers, rates, trials, runs, target, work_root):
-    rng = np.random.default_rng(0)
-    rows = []
-    jobs = [(name, rate) for name in layers
-            for rate in sorted(set(rates) | ({PAPER_RATES[name]} if name in PAPER_RATES
-                                             else set()))]
-    dense_cache: dict[str, dict] = {}
-    for name, rate in tqdm(jobs, desc="layer x rate"):
-        x_shape, m = C3D_LAYERS[name]
-        out_vox = int(np.prod(x_shape[2:])) * x_shape[0]
-        x_np = rng.standard_normal(x_shape).astype(np.float32)
-        x = tvm.runtime.tensor(x_np)
-        if name not in dense_cache:
-            w_dense = structured_weight((m, x_shape[1], 3, 3, 3), "dense", 0, rng=rng)
-            mod = _conv_module(x_shape, w_dense)
-            db = None
-            if trials:
-                work = Path(work_root) / f"{name}-dense"
-                tune_model(mod, target, work, trials_per_task=trials, min_mac_reduction=1.0,
-                           progress=False)
-                db = str(work)
-            vm = _build(mod, target, db)
-            xt, wt = torch.from_numpy(x_np), torch.from_numpy(w_dense)
-            with torch.no_grad():
-                torch_ms = float(np.median([_timed(lambda: torch.nn.functional.conv3d(
-                    xt, wt, padding=1)) for _ in range(runs + 1)][1:]) * 1e3)
-            dense_cache[name] = dict(ms=_vm_ms(vm, x, runs), macs=w_dense.size * out_vox,
-                                     torch_ms=torch_ms)
-        dense = dense_cache[name]
+def _tuned_db(mod, target, work: Path, trials: int, **options) -> str | None:
+    if not trials:
+        return None
+    tune_model(mod, target, work, trials_per_task=trials, progress=False, **options)
+    return str(work)
+
+
+def bench_layer(name, rates, trials, runs, target, work_root, rng) -> list[dict]:
+    """All variants of one layer built first, then timed interleaved."""
+    x_shape, m = C3D_LAYERS[name]
+    out_vox = int(np.prod(x_shape[2:])) * x_shape[0]
+    x_np = rng.standard_normal(x_shape).astype(np.float32)
+    x = tvm.runtime.tensor(x_np)
+    w_dense = structured_weight((m, x_shape[1], 3, 3, 3), "dense", 0, rng=rng)
+    xt, wt = torch.from_numpy(x_np), torch.from_numpy(w_dense)
+    dense_mod = _conv_module(x_shape, w_dense)
+    dense_db = _tuned_db(dense_mod, target, Path(work_root) / f"{name}-dense", trials,
+                         min_mac_reduction=1.0)
+    dense_vm = _build(dense_mod, target, dense_db)
+    fns = {"torch": lambda: torch.nn.functional.conv3d(xt, wt, padding=1),
+           "dense": lambda: dense_vm["main"](x)}
+    kept = {}
+    for rate in rates:
         w = structured_weight((m, x_shape[1], 3, 3, 3), "kgs", rate, (8, 4), rng)
         mod = _conv_module(x_shape, w)
-        kept = int(np.count_nonzero(w)) * out_vox
-        untuned_ms = _vm_ms(_build(mod, target), x, runs)
-        tuned_ms = None
+        kept[rate] = int(np.count_nonzero(w)) * out_vox
+        untuned = _build(mod, target)
+        fns[f"untuned{rate}"] = lambda vm=untuned: vm["main"](x)
         if trials and rate > 0:
-            work = Path(work_root) / f"{name}-{rate}"
-            tune_model(mod, target, work, trials_per_task=trials, progress=False)
-            tuned_ms = _vm_ms(_build(mod, target, str(work)), x, runs)
-        elif trials:
-            tuned_ms = dense["ms"]
-        sparse_ms = tuned_ms if tuned_ms is not None else untuned_ms
-        reduction = dense["macs"] / kept
-        speedup = dense["ms"] / sparse_ms
+            db = _tuned_db(mod, target, Path(work_root) / f"{name}-{rate}", trials)
+            tuned = _build(mod, target, db)
+            fns[f"tuned{rate}"] = lambda vm=tuned: vm["main"](x)
+    with torch.no_grad():
+        times = _interleaved_ms(fns, runs)
+    dense_macs = w_dense.size * out_vox
+    rows = []
+    for rate in rates:
+        tuned_ms = times.get(f"tuned{rate}", times["dense"] if trials and rate == 0 else None)
+        sparse_ms = tuned_ms if tuned_ms is not None else times[f"untuned{rate}"]
+        reduction = dense_macs / kept[rate]
+        speedup = times["dense"] / sparse_ms
         rows.append(dict(
             layer=name, rate=rate, paper_preset=PAPER_RATES.get(name) == rate,
-            dense_macs=dense["macs"], kept_macs=kept, mac_reduction=reduction,
-            torch_dense_ms=dense["torch_ms"], rt3d_dense_tuned_ms=dense["ms"],
-            sparse_untuned_ms=untuned_ms, sparse_tuned_ms=tuned_ms,
-            dense_gmacs=dense["macs"] / dense["ms"] / 1e6,
-            sparse_gmacs=kept / sparse_ms / 1e6,
-            speedup_vs_own_dense=speedup, speedup_over_reduction=speedup / reduction,
+            dense_macs=dense_macs, kept_macs=kept[rate], mac_reduction=reduction,
+            torch_dense_ms=times["torch"], rt3d_dense_ms=times["dense"],
+            dense_tuned=bool(trials), sparse_untuned_ms=times[f"untuned{rate}"],
+            sparse_tuned_ms=tuned_ms, dense_gmacs=dense_macs / times["dense"] / 1e6,
+            sparse_gmacs=kept[rate] / sparse_ms / 1e6, speedup_vs_own_dense=speedup,
+            speedup_over_reduction=speedup / reduction,
         ))
+    return rows
+
+
+def bench(layers, rates, trials, runs, target, work_root) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in tqdm(layers, desc="layers"):
+        extra = {PAPER_RATES[name]} if name in PAPER_RATES else set()
+        rows.extend(bench_layer(name, sorted(set(rates) | extra), trials, runs, target,
+                                work_root, rng))
     return rows
 
 
@@ -191,7 +209,7 @@ def main() -> None:
         tuned = f"{r['sparse_tuned_ms']:.2f}" if r["sparse_tuned_ms"] is not None else "-"
         mark = "*" if r["paper_preset"] else " "
         print(f"{r['layer']:<7}{mark}{r['rate']:>5.2f} {r['mac_reduction']:>8.2f} "
-              f"{r['torch_dense_ms']:>9.2f} {r['rt3d_dense_tuned_ms']:>9.2f} "
+              f"{r['torch_dense_ms']:>9.2f} {r['rt3d_dense_ms']:>9.2f} "
               f"{r['sparse_untuned_ms']:>9.2f} {tuned:>9} {r['dense_gmacs']:>12.1f} "
               f"{r['sparse_gmacs']:>13.1f} {r['speedup_vs_own_dense']:>7.2f}x "
               f"{r['speedup_over_reduction']:>7.2f}")
