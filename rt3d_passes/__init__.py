@@ -16,17 +16,19 @@ from .inspect_conv3d import inspect
 from .kgs_conv3d import kgs_conv3d_primfunc, kgs_conv3d_te
 from .pipeline import rt3d_pipeline
 from .rewrite_kgs_conv3d import RewriteKGSConv3D
-from .target import host_target
+from .target import get_target, host_target, kryo_target
 
 __all__ = [
     "Conv3DReport",
     "RewriteKGSConv3D",
     "format_reports",
     "from_torch",
+    "get_target",
     "host_target",
     "inspect",
     "kgs_conv3d_primfunc",
     "kgs_conv3d_te",
+    "kryo_target",
     "rt3d_pipeline",
     "sparsity",
 ]
