@@ -13,15 +13,15 @@ and computes, for output channel ``m`` of group ``i = m // g_m``::
     y[n, m, d, h, w] = sum_t values[i, t, m % g_m]
                        * xpad[n, offsets[i, t] + d*s_d*Hp*Wp + h*s_h*Wp + w*s_w]
 
-so its work is ``sum_i counts[i] * g_m`` MACs per output voxel (padding slots, offset -1, are
-skipped): proportional to the kept columns, and
+so its work is ``G * T * g_m`` MACs per output voxel, ``T`` the longest group's kept columns:
+proportional to the kept columns (up to the groups' imbalance, see
+:attr:`~rt3d_passes.sparsity.KGSCompact.computed_macs`), and
 each group's inner product is a dense ``g_m``-wide vector update (the point of KGS). One
 index load per column, shared by all ``g_m`` output channels and all output positions of a
 tile, is the whole cost of the sparsity.
 
 Padding is materialized once into a flat buffer (``xpad``) so that every gather is in
-bounds; the padding slots of short groups (offset -1) are skipped by a predicate on the
-reduction, which the loop keeps perfectly predictable (kept columns first, then padding).
+bounds and branch-free; the padding slots of short groups read offset 0 with weight 0.
 """
 
 from __future__ import annotations
@@ -48,8 +48,12 @@ __all__ = [
 
 #: PrimFunc attribute marking the operator; its value is the group size g_m.
 KGS_CONV3D_ATTR = "rt3d.kgs_conv3d"
-#: Offset of a padding slot: groups with fewer kept columns than the longest skip them.
-PAD_OFFSET = -1
+#: Offset of a padding slot (groups shorter than the longest are padded, with zero weights).
+#: A valid address keeps the inner loop branch-free: a per-slot guard (TE's ``if_then_else``)
+#: is vectorized lane by lane, splits every FMA into mul/select/add and spills registers,
+#: costing far more than the padded MACs (and ``te.sum(where=...)`` is dropped by
+#: ``create_prim_func`` in TVM 0.27).
+PAD_OFFSET = 0
 #: PrimFunc attribute: (Dp, Hp, Wp) of the flat padded input, for the schedules.
 KGS_PADDED_ATTR = "rt3d.padded_spatial"
 #: Name of the compute block (schedules look it up by name).
@@ -132,7 +136,7 @@ class Conv3DGeometry:
 def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
     """Flat offsets ``[G, T]`` (int32) of every kept column in the padded input.
 
-    Padding slots (``t >= counts[g]``) hold :data:`PAD_OFFSET`, which the operator skips.
+    Padding slots (``t >= counts[g]``) hold :data:`PAD_OFFSET` (their weights are zero).
 
     Raises
     ------
@@ -155,7 +159,7 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
     dd, dh, dw = geometry.dilation
     c, a, b, e = (packed.columns[..., k].astype(np.int64) for k in range(4))
     off = ((c * dp + a * dd) * hp + b * dh) * wp + e * dw
-    # padding slots of short groups: -1 tells the operator to skip them (no MACs, no loads)
+    # padding slots of short groups: a valid address (their weights are zero)
     off[np.arange(off.shape[1])[None, :] >= packed.counts[:, None]] = PAD_OFFSET
     return off.astype(np.int32)
 
@@ -229,10 +233,7 @@ def kgs_conv3d_te(
     def _conv(n, m, d, h, w):
         g = m // gm
         base = d * (sd * plane) + h * (sh * row) + w * sw
-        # short groups are padded to T with PAD_OFFSET slots: skipping them keeps the work
-        # proportional to each group's own kept columns (groups are rarely balanced)
-        return te.sum(values[g, t, m % gm] * xpad[n, offsets[g, t] + base], axis=t,
-                      where=offsets[g, t] >= 0)
+        return te.sum(values[g, t, m % gm] * xpad[n, offsets[g, t] + base], axis=t)
 
     y = te.compute(
         (n_batch, g_count * gm, od, oh, ow),

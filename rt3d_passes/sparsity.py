@@ -300,7 +300,7 @@ class KGSCompact:
     ``columns[i, :counts[i]]``, each ``(c, kd, kh, kw)``, ordered by channel then position;
     ``values[i, t, r]`` is the weight of output channel ``i*g_m + r`` at column ``t``. Groups
     are padded to a common length ``T = max(counts)`` with column ``(0, 0, 0, 0)`` and weight
-    0 (the operator skips them), and the edge output group with zero rows.
+    0, and the edge output group with zero rows, so padding reads valid memory and adds 0.
     """
 
     group: tuple[int, int]

@@ -59,6 +59,29 @@ def test_matches_torch(rng, case, scheme, rate):
     assert_close_rel(out, conv3d_reference(x, w, strides, padding, dilation), 1e-5)
 
 
+def test_padding_slots_read_in_bounds(rng):
+    """Short groups are padded to the longest; their slots must read valid memory and add 0."""
+    in_shape = (1, 16, 4, 6, 6)
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.7, (8, 4), rng)
+    w[:8] = 0  # the first group keeps a single unit: nearly all its slots are padding
+    w[0, 0, 1, 1, 1] = 1.0
+    packed = S.compact(w, (8, 4))
+    assert packed.counts.min() < packed.max_columns
+    geo = Conv3DGeometry(in_shape, (3, 3, 3), padding=(1, 1, 1))
+    offsets = column_offsets(packed, geo)
+    # the largest read is offset + the last output voxel's base: within the padded input
+    _, hp, wp = geo.padded_spatial
+    last_base = ((geo.output_spatial[0] - 1) * hp + geo.output_spatial[1] - 1) * wp \
+        + geo.output_spatial[2] - 1
+    assert offsets.min() >= 0 and offsets.max() + last_base < geo.padded_size
+    pad_slots = np.arange(offsets.shape[1])[None, :] >= packed.counts[:, None]
+    assert (packed.values[pad_slots] == 0).all()
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    out = _run(kgs_conv3d_primfunc(in_shape, packed, padding=(1, 1, 1)), host_target(),
+               [x, packed.values, offsets, np.zeros(geo.output_shape(32), np.float32)])
+    assert_close_rel(out, conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
+
+
 def test_work_is_proportional_to_kept_columns(rng):
     """The reduction loop runs over the compacted columns only."""
     in_shape = (1, 32, 4, 8, 8)

@@ -46,10 +46,7 @@ def test_extract_tasks_carries_real_offsets(model_and_mod):
         func = task.mod["main"]
         assert KGS_CONV3D_ATTR in func.attrs
         assert task.offsets.dtype == np.int32 and task.offsets.ndim == 2
-        # kept columns first, then the skipped padding slots (-1) of short groups
-        for row in task.offsets:
-            kept = row[row >= 0]
-            assert (row[: len(kept)] == kept).all() and (row[len(kept):] == -1).all()
+        assert task.offsets.min() >= 0  # real offsets: every gather in bounds
     # offsets index the padded input of one batch element: (16 or 8) x 6 x 14 x 14
     assert max(int(t.offsets.max()) for t in tasks) < 16 * 6 * 14 * 14
 
