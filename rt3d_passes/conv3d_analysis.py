@@ -51,6 +51,8 @@ class Conv3DReport:
     dense_macs: int = 0
     """Layer MACs of the dense conv (all batch elements and output voxels)."""
     kept_macs: int = 0
+    computed_macs: int = 0
+    """Layer MACs the KGS operator executes (kept + padding of shorter groups)."""
 
     @property
     def scheme(self) -> str:
@@ -118,9 +120,9 @@ def analyze_conv3d(
         dilation=tuple(int(v) for v in a.dilation),
     )
 
-    def dense(reason: str, info: SparsityInfo | None = None, macs=(0, 0)) -> Conv3DReport:
+    def dense(reason: str, info: SparsityInfo | None = None, macs=(0, 0, 0)) -> Conv3DReport:
         return Conv3DReport(**common, sparsity=info, rewrite=False, reason=reason,
-                            dense_macs=macs[0], kept_macs=macs[1])
+                            dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2])
 
     if a.data_layout != "NCDHW" or a.kernel_layout != "OIDHW" or a.out_layout != "NCDHW":
         return dense(f"layout {a.data_layout}/{a.kernel_layout}/{a.out_layout} "
@@ -154,7 +156,7 @@ def analyze_conv3d(
             return dense(f"group does not fit: {err}")
         # computed dense anyway: any group shape that fits will do
         info = classify(w_np, None, stray_tolerance=stray_tolerance, name=f"{function}/{layer}")
-    macs = (info.dense_macs * voxels, info.kept_macs * voxels)
+    macs = (info.dense_macs * voxels, info.kept_macs * voxels, info.computed_macs * voxels)
     if info.nonfinite:
         return dense(f"{info.nonfinite} NaN/Inf weights", info, macs)
     structured = info.is_structured and info.mac_reduction >= min_mac_reduction
@@ -162,7 +164,7 @@ def analyze_conv3d(
         return Conv3DReport(**common, sparsity=info, rewrite=True,
                             reason=f"{info.scheme} {info.group[0]}x{info.group[1]}, "
                                    f"{info.mac_reduction:.2f}x fewer MACs",
-                            dense_macs=macs[0], kept_macs=macs[1])
+                            dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2])
     if info.scheme == "unstructured":
         why = (f"unstructured: {info.stray_zero_fraction:.1%} of weights are zero outside "
                "whole kernel-group units")
@@ -174,7 +176,7 @@ def analyze_conv3d(
     if include_dense:
         return Conv3DReport(**common, sparsity=info, rewrite=True,
                             reason=f"{why}; computed dense by RT3D's kernel",
-                            dense_macs=macs[0], kept_macs=macs[1])
+                            dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2])
     return dense(why, info, macs)
 
 
@@ -213,9 +215,10 @@ def analyze_function(func: relax.Function, function: str, **options) -> list[Con
 
 
 def format_reports(reports: Sequence[Conv3DReport]) -> str:
-    """A fixed-width table of conv3d reports, with a total line."""
+    """A fixed-width table of conv3d reports, with a total line. ``pad`` is the extra work of
+    rewritten layers over their kept MACs (shorter groups padded to the longest)."""
     head = (f"{'layer':<18} {'weight':<20} {'scheme':<12} {'group':<6} {'GMACs':>8} "
-            f"{'kept':>8} {'red.':>6}  action")
+            f"{'kept':>8} {'red.':>6} {'pad':>5}  action")
     lines = [head, "-" * len(head)]
     tot_dense = tot_kept = 0
     for r in reports:
@@ -225,9 +228,10 @@ def format_reports(reports: Sequence[Conv3DReport]) -> str:
         tot_dense += r.dense_macs
         tot_kept += kept
         act = ("sparse: " if r.rewrite else "dense: ") + r.reason
+        pad = f"{r.computed_macs / r.kept_macs - 1:>4.0%}" if r.rewrite and r.kept_macs else "-"
         lines.append(
             f"{r.layer[:18]:<18} {w:<20} {r.scheme:<12} {g:<6} {r.dense_macs / 1e9:>8.3f} "
-            f"{kept / 1e9:>8.3f} {r.dense_macs / max(kept, 1):>5.2f}x  {act}"
+            f"{kept / 1e9:>8.3f} {r.dense_macs / max(kept, 1):>5.2f}x {pad:>5}  {act}"
         )
     lines.append("-" * len(head))
     lines.append(

@@ -177,6 +177,9 @@ class SparsityInfo:
     """Fraction of kernel groups that are entirely zero."""
     nonfinite: int
     """Number of NaN or Inf weights."""
+    computed_macs: int = 0
+    """MACs the KGS operator executes: every output group padded to the longest group's kept
+    columns, the edge group to ``g_m`` rows (``kept_macs`` up to the groups' imbalance)."""
 
     @property
     def mac_reduction(self) -> float:
@@ -246,6 +249,9 @@ def classify(
         scheme = "vanilla"
     else:
         scheme = "kgs"
+    # columns per output group (edge input groups are narrower), padded to the longest
+    columns = (mask * _group_sizes(weight.shape[1], gn)[None, :, None]).sum(axis=(1, 2))
+    computed = int(mask.shape[0] * gm * max(1, int(columns.max())))
     return SparsityInfo(
         scheme=scheme,
         group=(gm, gn),
@@ -256,6 +262,7 @@ def classify(
         stray_zero_fraction=float(stray_fraction),
         pruned_group_fraction=float(group_pruned.mean()),
         nonfinite=int((~np.isfinite(weight)).sum()),
+        computed_macs=computed,
     )
 
 
