@@ -38,6 +38,7 @@ __all__ = [
     "KGS_CONV3D_BLOCK",
     "KGS_PADDED_ATTR",
     "KGS_SCHEDULE_RULE",
+    "KGS_STRIDES_ATTR",
     "PAD_OFFSET",
     "Conv3DGeometry",
     "column_offsets",
@@ -56,6 +57,8 @@ KGS_CONV3D_ATTR = "rt3d.kgs_conv3d"
 PAD_OFFSET = 0
 #: PrimFunc attribute: (Dp, Hp, Wp) of the flat padded input, for the schedules.
 KGS_PADDED_ATTR = "rt3d.padded_spatial"
+#: PrimFunc attribute: (s_d, s_h, s_w), for the schedules (vectorizing along W needs s_w = 1).
+KGS_STRIDES_ATTR = "rt3d.strides"
 #: Name of the compute block (schedules look it up by name).
 KGS_CONV3D_BLOCK = "kgs_conv3d"
 #: The block's ``schedule_rule`` annotation: MetaSchedule's ApplyCustomRule looks up the
@@ -257,6 +260,7 @@ def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int) -> dict:
     return {
         KGS_CONV3D_ATTR: int(group_m),
         KGS_PADDED_ATTR: [int(v) for v in geometry.padded_spatial],
+        KGS_STRIDES_ATTR: [int(v) for v in geometry.strides],
         # kOpaque: FuseOps must not fuse neighbours into the hand-scheduled operator
         "op_pattern": 8,
     }

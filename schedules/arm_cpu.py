@@ -1,16 +1,14 @@
 """arm_cpu rule (Kryo: aarch64 + NEON) for RT3D's KGS conv3d.
 
-Same register tile as x86 with NEON's budget: 32 vector registers of 4 fp32, so a group of
-``g_m = 4`` is one register per accumulator (the by-element ``fmla v.4s, v.4s, v.s[i]`` form)
-and ``g_m = 8`` is two.
+Same register tiles as x86 with NEON's budget: 32 vector registers of 4 fp32 (vectorized over a
+group of ``g_m = 4`` channels, the by-element ``fmla v.4s, v.4s, v.s[i]`` form; along W, 4
+positions per register).
 """
 
 from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.target import Target
-
-from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR
 
 from .cpu_kgs_conv3d import is_kgs_conv3d, schedule_kgs_conv3d_cpu
 
@@ -24,14 +22,13 @@ def is_arm(target: Target) -> bool:
 
 
 def schedule_arm(sch: s_tir.Schedule, fixed: bool = True, target: Target | None = None,
-                 rows_outer: bool | None = None) -> s_tir.Schedule:
-    """The arm_cpu schedule: accumulators fill ~3/4 of the NEON register file."""
-    del target  # every aarch64 core has 32 NEON registers
-    gm = int(sch.mod["main"].attrs[KGS_CONV3D_ATTR])
-    regs_per_acc = max(1, gm // 4)
-    max_acc = (NEON_REGISTERS * 3 // 4) // regs_per_acc
-    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_acc,
-                                   rows_outer=rows_outer)
+                 rows_outer: bool | None = None, vector_axis: str | None = None
+                 ) -> s_tir.Schedule:
+    """The arm_cpu schedule: accumulators fill 3/4 of the NEON register file (4 lanes)."""
+    del target  # every aarch64 core has 32 NEON registers of 4 fp32
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, lanes=4,
+                                   max_registers=NEON_REGISTERS * 3 // 4,
+                                   rows_outer=rows_outer, vector_axis=vector_axis)
 
 
 class KGSConv3DArm(s_tir.dlight.ScheduleRule):

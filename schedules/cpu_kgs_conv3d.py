@@ -1,23 +1,34 @@
-"""CPU schedule of the KGS sparse conv3d (x86-64 AVX2 and aarch64 NEON).
+"""CPU schedule of the KGS sparse conv3d (x86-64 AVX2 / AVX-512 and aarch64 NEON).
 
-Register tile: all ``g_m`` output channels of a group share the group's kept columns, so the
-innermost loop is a ``g_m``-wide vector (8 fp32 = one AVX2 register, 4 = one NEON register)
-and ``R`` output positions along W are blocked: per kept column the kernel loads one weight
-vector and one index, broadcasts ``R`` input scalars and issues ``R`` vector FMAs into
-accumulators that stay in registers for the whole reduction.
+All ``g_m`` output channels of a group share the group's kept columns; the kernel keeps a
+register tile of ``g_m`` channels x ``Rh`` rows x ``R`` positions along W in accumulators for
+the whole reduction, and per kept column loads one index. Two vector axes, a structural choice
+(one design space each):
+
+* ``"w"`` (default for unit stride along W): vectors run along W. Per column: one contiguous
+  input vector load per row, ``g_m`` weight broadcasts from one cache line, ``g_m * Rh`` vector
+  FMAs; accumulators store straight into the NCDHW output.
+* ``"m"``: vectors run over the ``g_m`` channels. Per column: one weight vector, ``R * Rh``
+  input broadcasts (``vfmadd231ps ...{1to8}`` / ``fmla v.4s, v.4s, v.s[i]``); the output
+  store is a transpose. Needed when W is strided (the input row is not contiguous).
+
+and two loop orders (rows outside groups, or groups outside rows; see
+:func:`rows_outer_default`).
 
 Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give the default):
-
-* ``R`` -- output positions along W per tile (the innermost tile of W);
-* ``Rh`` -- output rows per tile, for more reuse of each weight vector;
-* the auto-unroll step of the parallel loop.
+``R`` and ``Rh`` (the W and H tiles) and the auto-unroll step of the parallel loop.
 """
 
 from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR, KGS_CONV3D_BLOCK, KGS_PADDED_ATTR
+from rt3d_passes.kgs_conv3d import (
+    KGS_CONV3D_ATTR,
+    KGS_CONV3D_BLOCK,
+    KGS_PADDED_ATTR,
+    KGS_STRIDES_ATTR,
+)
 
 from .utils import largest_divisor, producers_named, tile
 
@@ -26,12 +37,61 @@ __all__ = [
     "register_tile",
     "rows_outer_default",
     "schedule_kgs_conv3d_cpu",
+    "vector_axis_default",
 ]
+
+#: Rows go outside groups when the compacted weights are at most this large. Rows outside
+#: read each input row once for all groups instead of once per group; measured on C3D's
+#: layers (schedule_bench) it wins for every pruned layer, even with weights of a few MB
+#: streaming from L3, and ties on dense layers until their weights far exceed the caches.
+ROWS_OUTER_WEIGHT_BYTES = 4 * 1024 * 1024
 
 
 def is_kgs_conv3d(func: tirx.PrimFunc) -> bool:
     """True for a PrimFunc made by RT3D's KGS conv3d operator."""
     return isinstance(func, tirx.PrimFunc) and bool(func.attrs) and KGS_CONV3D_ATTR in func.attrs
+
+
+def _attr(sch: s_tir.Schedule, key: str):
+    return sch.mod["main"].attrs[key]
+
+
+def rows_outer_default(sch: s_tir.Schedule) -> bool:
+    """Heuristic loop order: rows outside groups unless the compacted weights are large."""
+    values = next(r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
+                  if len(r.source.shape) == 3)
+    size = 4
+    for extent in values.shape:
+        size *= int(extent)
+    return size <= ROWS_OUTER_WEIGHT_BYTES
+
+
+def vector_axis_default(sch: s_tir.Schedule) -> str:
+    """``"w"`` when the input is read with unit stride along W, else ``"m"``."""
+    func = sch.mod["main"]
+    strides = func.attrs[KGS_STRIDES_ATTR] if KGS_STRIDES_ATTR in func.attrs else [1, 1, 1]
+    return "w" if int(strides[2]) == 1 else "m"
+
+
+def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,
+                  vector_axis: str) -> tuple[int, int]:
+    """The untuned register tile ``(R, Rh)`` within ``max_registers`` vector registers.
+
+    Along ``"m"`` each of the ``R * Rh`` accumulators holds ``g_m`` channels (one register
+    when ``g_m <= lanes``); along ``"w"`` each of the ``g_m * Rh`` accumulators holds ``R``
+    positions (``ceil(R / lanes)`` registers). A long W tile comes first (fewer input cache
+    lines per FMA), then rows fill the rest of the budget (fewer weight loads per FMA).
+    """
+    if vector_axis == "m":
+        per_position = -(-gm // lanes)
+        r_w = largest_divisor(ow, max(1, max_registers // per_position))
+        r_h = largest_divisor(oh, max(1, max_registers // (per_position * r_w)))
+        return r_w, r_h
+    regs_per_row = max(1, max_registers // gm)  # registers per accumulator row of R
+    r_w = largest_divisor(ow, lanes * regs_per_row)
+    used = gm * -(-r_w // lanes)
+    r_h = largest_divisor(oh, max(1, max_registers // used))
+    return r_w, r_h
 
 
 def _schedule_pad(sch: s_tir.Schedule, block, padded: tuple[int, int, int]) -> None:
@@ -42,40 +102,13 @@ def _schedule_pad(sch: s_tir.Schedule, block, padded: tuple[int, int, int]) -> N
     sch.parallel(sch.fuse(n, c, d))
 
 
-def register_tile(ow: int, oh: int, max_acc: int) -> tuple[int, int]:
-    """The untuned register tile ``(R, Rh)``: ``R`` output positions along W times ``Rh`` rows.
-
-    Each kept column costs one weight-vector load and ``Rh`` input cache lines for ``R * Rh``
-    FMAs, so a long W tile matters most (fewer input lines per FMA), then filling the
-    remaining accumulator budget with rows (fewer weight loads per FMA).
-    """
-    r_w = largest_divisor(ow, max_acc)
-    r_h = largest_divisor(oh, max(1, max_acc // r_w))
-    return r_w, r_h
-
-
-#: Rows go outside groups when the compacted weights are at most this large. Rows outside
-#: read each input row once for all groups instead of once per group; measured on C3D's
-#: layers (schedule_bench) it wins for every pruned layer, even with weights of a few MB
-#: streaming from L3, and ties on dense layers until their weights far exceed the caches.
-ROWS_OUTER_WEIGHT_BYTES = 4 * 1024 * 1024
-
-
-def rows_outer_default(sch: s_tir.Schedule) -> bool:
-    """Heuristic loop order: rows outside groups when all compacted weights are small."""
-    values = next(r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
-                  if len(r.source.shape) == 3)
-    size = 4
-    for extent in values.shape:
-        size *= int(extent)
-    return size <= ROWS_OUTER_WEIGHT_BYTES
-
-
 def schedule_kgs_conv3d_cpu(
     sch: s_tir.Schedule,
     fixed: bool = True,
-    max_accumulators: int = 12,
+    lanes: int = 8,
+    max_registers: int = 12,
     rows_outer: bool | None = None,
+    vector_axis: str | None = None,
 ) -> s_tir.Schedule:
     """Schedule one KGS conv3d PrimFunc (in place) for a CPU.
 
@@ -86,14 +119,20 @@ def schedule_kgs_conv3d_cpu(
     fixed : bool
         True: heuristic decisions (the untuned default). False: knobs left to sampling, so the
         same function is a MetaSchedule design space.
-    max_accumulators : int
-        Register budget of the tile: ``R * Rh`` accumulator vectors of ``g_m`` lanes (leave a
-        few registers of the file for the weight vector and addresses).
+    lanes : int
+        fp32 lanes of the vector registers the code uses (8 for AVX2, and for AVX-512 where
+        LLVM prefers 256-bit vectors; 4 for NEON).
+    max_registers : int
+        Vector registers the accumulator tile may take (leave a few of the register file for
+        the weight/input vectors and addresses).
     rows_outer : bool, optional
-        Loop order, a structural choice (one design space each): output rows outside the
-        groups, so each input row is read once for all groups (good when the compacted weights
-        fit in cache), or groups outside rows, so each group's weights stay in cache while it
-        sweeps the input (good for large weights). ``None``: :func:`rows_outer_default`.
+        Loop order, a structural choice: output rows outside the groups, so each input row is
+        read once for all groups (good when the compacted weights fit in cache), or groups
+        outside rows, so each group's weights stay in cache while it sweeps the input.
+        ``None``: :func:`rows_outer_default`.
+    vector_axis : {"w", "m"}, optional
+        Vectorize along W or along the group's channels (see the module docstring).
+        ``None``: :func:`vector_axis_default`.
 
     Returns
     -------
@@ -101,27 +140,34 @@ def schedule_kgs_conv3d_cpu(
     """
     if rows_outer is None:
         rows_outer = rows_outer_default(sch)
+    if vector_axis is None:
+        vector_axis = vector_axis_default(sch)
+    if vector_axis not in ("w", "m"):
+        raise ValueError(f"vector_axis must be 'w' or 'm', got {vector_axis!r}")
     blk = sch.get_sblock(KGS_CONV3D_BLOCK)
-    gm = int(sch.mod["main"].attrs[KGS_CONV3D_ATTR])
+    gm = int(_attr(sch, KGS_CONV3D_ATTR))
     n, m, d, h, w, t = sch.get_loops(blk)
     g, mi = sch.split(m, [None, gm])
-    fixed_tile = register_tile(int(sch.get(w).extent), int(sch.get(h).extent),
-                               max_accumulators)
-    r_w = tile(sch, w, max_accumulators, fixed_tile[0] if fixed else None)
-    r_h = tile(sch, h, max(1, max_accumulators // 4), fixed_tile[1] if fixed else None)
+    ow, oh = int(sch.get(w).extent), int(sch.get(h).extent)
+    fixed_tile = register_tile(ow, oh, gm, lanes, max_registers, vector_axis)
+    max_w = max_registers if vector_axis == "m" else lanes * max(1, max_registers // gm)
+    r_w = tile(sch, w, max_w, fixed_tile[0] if fixed else None)
+    r_h = tile(sch, h, max(1, max_registers // 4), fixed_tile[1] if fixed else None)
     wo, wi = sch.split(w, r_w)
     ho, hi = sch.split(h, r_h)
+    inner = (hi, wi, mi) if vector_axis == "m" else (mi, hi, wi)
     if rows_outer:
-        sch.reorder(n, d, ho, g, wo, t, hi, wi, mi)
+        sch.reorder(n, d, ho, g, wo, t, *inner)
     else:
-        sch.reorder(n, g, d, ho, wo, t, hi, wi, mi)
+        sch.reorder(n, g, d, ho, wo, t, *inner)
     acc = sch.cache_write(blk, 0, "local")
     sch.reverse_compute_at(acc, wo, preserve_unit_loops=True)
     outer = sch.fuse(n, d, ho) if rows_outer else sch.fuse(n, g, d, ho)
     sch.parallel(outer)
-    sch.vectorize(mi)  # before decompose_reduction (it needs a complete block)
-    sch.unroll(wi)
-    sch.unroll(hi)
+    # vectorize/unroll before decompose_reduction (it needs a complete block)
+    sch.vectorize(inner[2])
+    sch.unroll(inner[0])
+    sch.unroll(inner[1])
     sch.decompose_reduction(blk, t)
     step = sch.sample_categorical(
         [0, 16, 64, 512], probs=[0.25] * 4, decision=2 if fixed else None
@@ -133,10 +179,13 @@ def schedule_kgs_conv3d_cpu(
         # MutateUnroll only mutates values annotated like this; the postproc
         # RewriteParallelVectorizeUnroll turns it into the pragma above
         sch.annotate(outer, "meta_schedule.unroll_explicit", step)
-    # write-back of the accumulator tile: contiguous along W
-    acc_loops = sch.get_loops(acc)[-3:]  # (hi, wi, mi) of the tile
+    # write-back of the accumulator tile (loops: channels, rows, positions): contiguous
+    # along W, a plain vector store when the tile is vectorized along W
+    acc_loops = sch.get_loops(acc)[-3:]
     sch.reorder(acc_loops[2], acc_loops[0], acc_loops[1])
-    padded = tuple(int(v) for v in sch.mod["main"].attrs[KGS_PADDED_ATTR])
+    if vector_axis == "w":
+        sch.vectorize(sch.get_loops(acc)[-1])
+    padded = tuple(int(v) for v in _attr(sch, KGS_PADDED_ATTR))
     for pad in producers_named(sch, blk, "kgs_pad"):
         _schedule_pad(sch, pad, padded)
     for crop in _consumers_named(sch, acc, "kgs_crop"):

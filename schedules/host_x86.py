@@ -9,10 +9,13 @@ from .cpu_kgs_conv3d import is_kgs_conv3d, schedule_kgs_conv3d_cpu
 
 __all__ = ["KGSConv3DX86", "schedule_x86"]
 
-#: Accumulator budget: AVX2 has 16 vector registers (12 accumulators + weight vector +
-#: spare); AVX-512 (VL) has 32, usable for 8-lane accumulators too.
+#: Accumulator registers: AVX2 has 16 vector registers (12 for accumulators, the rest for
+#: the loaded vector and broadcasts); AVX-512 (VL) has 32, usable at 256 bits too.
 MAX_ACCUMULATORS_AVX2 = 12
 MAX_ACCUMULATORS_AVX512 = 24
+#: fp32 lanes: LLVM prefers 256-bit vectors even on AVX-512 CPUs (znver4, icelake...), and
+#: 28 lanes of a W tile became 4 registers each, spilling (measured: 10x slower).
+LANES = 8
 
 
 def is_x86(target: Target) -> bool:
@@ -28,11 +31,13 @@ def max_accumulators(target: Target | None) -> int:
 
 
 def schedule_x86(sch: s_tir.Schedule, fixed: bool = True, target: Target | None = None,
-                 rows_outer: bool | None = None) -> s_tir.Schedule:
-    """The x86 schedule: a register tile of ``R x Rh`` output positions x ``g_m`` channels
+                 rows_outer: bool | None = None, vector_axis: str | None = None
+                 ) -> s_tir.Schedule:
+    """The x86 schedule: a register tile of ``g_m`` channels x ``Rh`` rows x ``R`` positions
     sized to the target's vector register file."""
-    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, max_accumulators=max_accumulators(target),
-                                   rows_outer=rows_outer)
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, lanes=LANES,
+                                   max_registers=max_accumulators(target),
+                                   rows_outer=rows_outer, vector_axis=vector_axis)
 
 
 class KGSConv3DX86(s_tir.dlight.ScheduleRule):

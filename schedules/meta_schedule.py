@@ -21,6 +21,7 @@ from rt3d_passes.kgs_conv3d import KGS_SCHEDULE_RULE
 
 from .adreno_kgs_conv3d import adreno_space, schedule_kgs_conv3d_adreno
 from .arm_cpu import is_arm, schedule_arm
+from .cpu_kgs_conv3d import vector_axis_default
 from .host_x86 import schedule_x86
 
 __all__ = ["cpu_space", "design_space", "schedule_for", "space_postprocs"]
@@ -71,11 +72,13 @@ def design_space(target: Target) -> ms.space_generator.ScheduleFn:
 
 
 def cpu_space(fn):
-    """Custom-rule form of a CPU schedule: the two loop orders are structural choices, so
-    they are two design spaces; their knobs are sampled."""
+    """Custom-rule form of a CPU schedule: loop order and vector axis are structural choices,
+    one design space each (along W only with unit stride); their knobs are sampled."""
 
     def _apply(sch: s_tir.Schedule, _block) -> list[s_tir.Schedule]:
-        return [fn(sch.copy(), False, rows_outer=order) for order in (True, False)]
+        axes = ("w", "m") if vector_axis_default(sch) == "w" else ("m",)
+        return [fn(sch.copy(), False, rows_outer=order, vector_axis=axis)
+                for order in (True, False) for axis in axes]
 
     return _apply
 

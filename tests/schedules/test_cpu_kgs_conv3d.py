@@ -1,6 +1,7 @@
 """The CPU schedule rule: applicability, tunable design space, aarch64 codegen."""
 
 import numpy as np
+import pytest
 import tvm
 from tvm import s_tir, te
 
@@ -55,3 +56,47 @@ def test_schedule_keeps_vector_width_of_group(rng):
     asm = tvm.compile(sch.mod, host_target()).mod.inspect_source("asm")
     assert "ymm" in asm or "zmm" in asm  # 8 x fp32 accumulators
     assert np.any([line.strip().startswith("vfmadd") for line in asm.splitlines()])
+
+
+@pytest.mark.parametrize("vector_axis", ["w", "m"])
+@pytest.mark.parametrize("rows_outer", [True, False])
+@pytest.mark.parametrize("strides", [(1, 1, 1), (1, 2, 2)])
+def test_every_structural_variant_matches_torch(rng, vector_axis, rows_outer, strides):
+    from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets
+    from tests.conftest import assert_close_rel, conv3d_reference
+
+    in_shape = (1, 16, 4, 9, 14)
+    w = structured_weight((20, 16, 3, 3, 3), "kgs", 0.6, (8, 4), rng)
+    packed = S.compact(w, (8, 4))
+    geo = Conv3DGeometry(in_shape, (3, 3, 3), strides, (1, 1, 1))
+    sch = s_tir.Schedule(kgs_conv3d_primfunc(in_shape, packed, strides, (1, 1, 1)))
+    with host_target():
+        schedules.schedule_x86(sch, rows_outer=rows_outer, vector_axis=vector_axis)
+    ex = tvm.compile(sch.mod, host_target())
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),
+                                            np.zeros(geo.output_shape(20), np.float32))]
+    ex["main"](*args)
+    assert_close_rel(args[3].numpy(), conv3d_reference(x, w, strides, (1, 1, 1)), 1e-5)
+
+
+def test_default_vector_axis_follows_the_w_stride(rng):
+    from schedules.cpu_kgs_conv3d import vector_axis_default
+
+    w = structured_weight((16, 8, 3, 3, 3), "kgs", 0.5, (8, 4), rng)
+    for strides, axis in (((1, 1, 1), "w"), ((2, 1, 1), "w"), ((1, 2, 2), "m")):
+        func = kgs_conv3d_primfunc((1, 8, 4, 8, 8), S.compact(w, (8, 4)), strides, (1, 1, 1))
+        assert vector_axis_default(s_tir.Schedule(func)) == axis
+
+
+def test_register_tile_fits_the_register_file():
+    from schedules.cpu_kgs_conv3d import register_tile
+
+    for ow, oh in ((56, 56), (28, 28), (14, 14), (7, 7), (112, 112)):
+        for gm, lanes, regs in ((8, 8, 24), (8, 8, 12), (4, 4, 24), (8, 4, 24)):
+            r_w, r_h = register_tile(ow, oh, gm, lanes, regs, "w")
+            assert ow % r_w == 0 and oh % r_h == 0
+            assert gm * -(-r_w // lanes) * r_h <= max(regs, gm)
+            r_w, r_h = register_tile(ow, oh, gm, lanes, regs, "m")
+            assert r_w * r_h * -(-gm // lanes) <= regs
+    assert register_tile(56, 56, 8, 8, 24, "w") == (14, 1)  # two ymm per channel row
