@@ -64,8 +64,11 @@ def _passes(target: Target, rewrite: tvm.transform.Pass, database=None) -> list:
             relax.get_default_pipeline(target),
         ]
     return [
-        # Phase 1: RT3D graph rewrite (before LegalizeOps: it matches R.nn.conv3d)
+        # Phase 1: RT3D graph rewrite (before LegalizeOps: it matches R.nn.conv3d), and
+        # x @ W.T kept as one matmul: otherwise FoldConstant stores the classifier's weight
+        # transposed and its GEMV reduces along a strided axis (C3D's fc6: 40x slower)
         rewrite,
+        relax.transform.FuseTransposeMatmul(),
         # Phase 2: TVM's CPU legalization and fusion (our PrimFuncs are opaque to FuseOps)
         *cpu_generic.library_dispatch_passes(target),
         *cpu_generic.legalize_passes(target),
