@@ -11,11 +11,13 @@ from tvm.target import Target
 
 from .adreno_kgs_conv3d import KGSConv3DAdreno, adreno_space, schedule_kgs_conv3d_adreno
 from .arm_cpu import KGSConv3DArm, schedule_arm
+from .cpu_gemv import GEMVCPU
 from .cpu_kgs_conv3d import is_kgs_conv3d, schedule_kgs_conv3d_cpu
 from .cpu_parallel_fallback import ParallelFallbackCPU
 from .host_x86 import KGSConv3DX86, schedule_x86
 
 __all__ = [
+    "GEMVCPU",
     "KGSConv3DAdreno",
     "KGSConv3DArm",
     "KGSConv3DX86",
@@ -31,11 +33,11 @@ __all__ = [
 
 
 def default_rules(target: Target) -> list[dl.ScheduleRule]:
-    """Schedule rules for ``target``: RT3D's operators first, then dlight's generic rules for
-    the rest of the model (GEMV for the classifier, reductions), then a parallel fallback for
-    what is left on CPUs (bias + ReLU, pooling)."""
+    """Schedule rules for ``target``: RT3D's operators first, then the classifier's GEMV,
+    dlight's generic rules, and a parallel fallback for what is left on CPUs (bias + ReLU,
+    pooling)."""
     if "gpu" in target.keys:
         # RT3D's OpenCL rule; the target's default pipeline schedules the rest
         return [KGSConv3DAdreno()]
-    return [KGSConv3DX86(), KGSConv3DArm(), dl.cpu.GEMV(), dl.cpu.Reduction(),
+    return [KGSConv3DX86(), KGSConv3DArm(), GEMVCPU(), dl.cpu.GEMV(), dl.cpu.Reduction(),
             ParallelFallbackCPU()]
