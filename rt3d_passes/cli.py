@@ -118,6 +118,28 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``benchmarks/e2e_bench.py`` of the source checkout with the remaining arguments."""
+    import runpy
+    from pathlib import Path
+
+    import rt3d_passes
+
+    script = Path(rt3d_passes.__file__).resolve().parents[1] / "benchmarks" / "e2e_bench.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"rt3d bench needs the source checkout ({script} is missing): "
+                                "run it from a clone of the repository")
+    saved = sys.argv
+    sys.argv = [str(script), *args.bench_args]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rt3d", description="RT3D: structured pruning + TVM code generation for 3D CNNs")
@@ -166,6 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuning-db", help="database directory written by `rt3d tune`")
     p.add_argument("-o", "--output", help="shared library to write")
     p.set_defaults(func=_cmd_compile)
+
+    # everything after `bench` goes to the script: prefix "+" so "--model" etc. stay positional
+    p = sub.add_parser("bench", help="end-to-end benchmark vs peer runtimes (rt3d bench --help)",
+                       prefix_chars="+", add_help=False)
+    p.add_argument("bench_args", nargs="*", help="arguments of benchmarks/e2e_bench.py")
+    p.set_defaults(func=_cmd_bench)
 
     try:
         from rt3d_prune import cli as prune_cli

@@ -20,7 +20,7 @@ from .conv3d_analysis import Conv3DReport, format_reports
 from .inspect_conv3d import inspect
 from .target import host_target
 
-__all__ = ["DemoRow", "run_demo", "time_median"]
+__all__ = ["DemoRow", "plot_rows", "run_demo", "time_median"]
 
 
 @dataclasses.dataclass
@@ -147,4 +147,34 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo.json").write_text(json.dumps(result, indent=1))
     log(f"wrote {out / 'demo.json'}")
+    png = plot_rows(rows, out / "demo.png", f"{model} at {preset}, {threads} thread(s), "
+                    f"{runs} runs")
+    log(f"wrote {png}" if png else "no demo.png: matplotlib is not installed")
     return result
+
+
+def plot_rows(rows: Sequence[DemoRow], path: Path, title: str) -> Path | None:
+    """Bar chart of the rows' median ms (whiskers min..max); ``None`` without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    med = [r.median_ms for r in rows]
+    err = [[m - min(r.times_ms) for m, r in zip(med, rows, strict=True)],
+           [max(r.times_ms) - m for m, r in zip(med, rows, strict=True)]]
+    colors = ["tab:red" if r.name == "RT3D sparse" else "tab:orange" if r.name.startswith(
+        "RT3D") else "tab:gray" for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(range(len(rows)), med, yerr=err, color=colors, capsize=3)
+    for i, m in enumerate(med):
+        ax.annotate(f"{m:.1f}", (i, m / 2), ha="center", va="center", fontsize=8, color="white")
+    ax.set_xticks(range(len(rows)), [r.name for r in rows], rotation=15)
+    ax.set_ylabel("latency, median ms (whiskers min..max)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

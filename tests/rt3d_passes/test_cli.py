@@ -62,6 +62,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
                      "RT3D sparse"]
     assert all(r["max_rel_err"] < 1e-4 for r in result["rows"][2:])
     assert "RT3D sparse" in capsys.readouterr().out
+    assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_compile_cross_for_kryo(tmp_path, capsys):

@@ -1,0 +1,187 @@
+"""RT3D's side of the benchmark: compile sparse and dense, run the VM, profile it per op."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+
+@dataclasses.dataclass
+class Rt3dBuild:
+    """One compiled RT3D variant (``sparse``: pruned model; ``dense``: every column kept)."""
+
+    name: str
+    executable: Any
+    vm: relax.VirtualMachine
+    weight_bytes: int
+    compile_s: float
+    reports: list = dataclasses.field(default_factory=list)
+    layer_names: list[str] = dataclasses.field(default_factory=list)
+    """Torch names of the conv3d layers in execution order (``rt3d.conv3d_names``)."""
+    conv_weight_bytes: list[int] = dataclasses.field(default_factory=list)
+    """Per conv3d layer (execution order): bytes of its compacted values + offsets."""
+
+    def runner(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The VM as a peer-like callable: NumPy in (copied to a TVM tensor), NumPy out."""
+        main = self.vm["main"]
+        dev = tvm.cpu()
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return main(tvm.runtime.tensor(x, dev)).numpy()
+
+        return run
+
+
+def open_tuning_db(path: str | None, target: tvm.target.Target):
+    """The tuning database of ``path`` for ``target`` (``None``: untuned default schedules)."""
+    if not path:
+        return None
+    from rt3d_passes.tuning import open_database
+
+    return open_database(path, target)
+
+
+def _tensor_bytes(expr: relax.Expr) -> int:
+    """Bytes of a tensor constant (0 for anything else, e.g. shape integers)."""
+    data = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
+    if isinstance(data, tvm.runtime.Tensor):
+        return int(np.prod(data.shape)) * np.dtype(str(data.dtype)).itemsize
+    return 0
+
+
+def constant_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[int, list[int]]:
+    """Bytes of the constants (weights) of ``mod`` after RT3D's rewrite, and per conv3d layer
+    (execution order) the bytes of its RT3D operator's constants: compacted KGS values plus
+    column offsets (every conv3d is rewritten: ``include_dense=True``)."""
+    from rt3d_passes.pipeline import rewrite_pass
+
+    with target:
+        rewritten = rewrite_pass()(mod)
+    seen: dict[int, int] = {}
+    conv: list[int] = []
+
+    def visit(expr: relax.Expr) -> None:
+        if _tensor_bytes(expr):
+            seen[hash(expr)] = _tensor_bytes(expr)
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir" \
+                and expr.args[0].name_hint.startswith("kgs_conv3d"):
+            conv.append(sum(_tensor_bytes(f) for f in expr.args[1].fields[1:]))
+
+    for func in rewritten.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return sum(seen.values()), conv
+
+
+def compile_rt3d(name: str, model, x, target, database=None) -> Rt3dBuild:
+    """Import ``model`` with ``from_torch`` and compile it with the ``rt3d`` pipeline."""
+    import rt3d_passes
+
+    mod = rt3d_passes.from_torch(model, (x,))
+    start = time.perf_counter()
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
+        "rt3d", target=target, include_dense=True, database=database))
+    seconds = time.perf_counter() - start
+    reports = rt3d_passes.inspect(mod)
+    from rt3d_passes.conv3d_analysis import LAYER_NAMES_ATTR
+
+    names = [str(n) for n in (mod["main"].attrs or {}).get(LAYER_NAMES_ATTR, [])]
+    total, conv = constant_bytes(mod, target)
+    return Rt3dBuild(name, ex, relax.VirtualMachine(ex, tvm.cpu()), total, seconds, reports,
+                     names, conv)
+
+
+def profile_ops(build: Rt3dBuild, x: np.ndarray, runs: int = 3) -> list[dict[str, Any]]:
+    """Per-layer wall time of the VM (TVM 0.27's VM has no ``profile=True``: a VM instrument
+    times every ``Call`` instruction). Median over ``runs`` calls after one warm-up.
+
+    The i-th ``kgs_conv3d*`` call is the i-th conv3d layer (every conv3d goes through RT3D's
+    operator, ``include_dense=True``), so conv rows carry the torch layer name; other ops are
+    summed per PrimFunc. Sorted by time, with each row's share of the summed op time.
+    """
+    vm = relax.VirtualMachine(build.executable, tvm.cpu())
+    per_run: list[list[tuple[str, float]]] = []
+    starts: dict[str, float] = {}
+
+    def instrument(_func, symbol, before_run, _ret, *_args) -> int:
+        if before_run:
+            starts[symbol] = time.perf_counter()
+        else:
+            per_run[-1].append((symbol, (time.perf_counter() - starts.pop(symbol)) * 1e3))
+        return 0
+
+    data = tvm.runtime.tensor(x)
+    vm["main"](data)
+    vm.set_instrument(tvm.runtime.convert(instrument))
+    for _ in range(runs):
+        per_run.append([])
+        vm["main"](data)
+    return _summarize_calls(per_run, build.layer_names)
+
+
+def _summarize_calls(per_run: list[list[tuple[str, float]]],
+                     layer_names: list[str]) -> list[dict[str, Any]]:
+    calls = per_run[0]
+    convs = [i for i, (sym, _) in enumerate(calls) if sym.startswith("kgs_conv3d")]
+    label_of = {i: calls[i][0] for i in range(len(calls))}
+    if len(convs) == len(layer_names):
+        label_of.update({i: f"{calls[i][0]} [{layer_names[k]}]" for k, i in enumerate(convs)})
+    rows: dict[str, dict[str, Any]] = {}
+    for i in range(len(calls)):
+        ms = float(np.median([run[i][1] for run in per_run if len(run) == len(calls)]))
+        row = rows.setdefault(label_of[i], {"op": label_of[i], "calls": 0, "ms": 0.0,
+                                            "kind": op_kind(calls[i][0])})
+        row["calls"] += 1
+        row["ms"] += ms
+    total = sum(r["ms"] for r in rows.values()) or 1.0
+    for r in rows.values():
+        r["share"] = r["ms"] / total
+    return sorted(rows.values(), key=lambda r: -r["ms"])
+
+
+def op_kind(symbol: str) -> str:
+    """Coarse kind of a VM call, for the "where the time goes" summary."""
+    for key, kind in (("kgs_conv3d", "conv3d (RT3D kernel)"), ("batch_norm", "batch norm"),
+                      ("matmul", "matmul (FC)"), ("pool", "pooling"), ("vm.", "VM builtins")):
+        if key in symbol:
+            return kind
+    return "elementwise/other"
+
+
+def format_profile(rows: list[dict[str, Any]], top: int = 15) -> str:
+    """The ``top`` ops by time as a table, plus the total."""
+    total = sum(r["ms"] for r in rows)
+    lines = [f"{'op (VM call) [conv layer]':<48} {'calls':>5} {'ms':>9} {'share':>6}", "-" * 71]
+    for r in rows[:top]:
+        lines.append(f"{r['op'][:48]:<48} {r['calls']:>5} {r['ms']:>9.2f} {r['share']:>6.1%}")
+    rest = rows[top:]
+    if rest:
+        lines.append(f"{f'({len(rest)} more ops)':<48} {'':>5} "
+                     f"{sum(r['ms'] for r in rest):>9.2f}")
+    lines.append(f"{'total of VM calls':<48} {'':>5} {total:>9.2f}")
+    kinds: dict[str, float] = defaultdict(float)
+    for r in rows:
+        kinds[r["kind"]] += r["ms"]
+    lines.append("by kind: " + ", ".join(f"{k} {v:.1f} ms ({v / (total or 1):.0%})" for k, v in
+                                         sorted(kinds.items(), key=lambda kv: -kv[1])))
+    return "\n".join(lines)
+
+
+def export(build: Rt3dBuild, out_dir: Path) -> Path:
+    """Export the executable as a shared library (code + constants) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"rt3d_{build.name}.so"
+    from benchmarks.peers.base import redirect_native_output
+
+    # TVM warns once per constant ("Scope Saving") while serializing: keep that out of the table
+    with redirect_native_output(out_dir / "export.log"):
+        build.executable.export_library(str(path))
+    return path
