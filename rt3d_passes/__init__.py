@@ -11,6 +11,7 @@ Quick start::
 
 from . import sparsity
 from .conv3d_analysis import Conv3DReport, format_reports
+from .fold_batch_norm_to_conv3d import FoldBatchNormToConv3D
 from .frontend import from_torch
 from .inspect_conv3d import inspect
 from .kgs_conv3d import kgs_conv3d_primfunc, kgs_conv3d_te
@@ -20,6 +21,7 @@ from .target import get_target, host_target, kryo_target
 
 __all__ = [
     "Conv3DReport",
+    "FoldBatchNormToConv3D",
     "RewriteKGSConv3D",
     "format_reports",
     "from_torch",

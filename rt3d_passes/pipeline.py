@@ -20,6 +20,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
+from .fold_batch_norm_to_conv3d import FoldBatchNormToConv3D
 from .rewrite_kgs_conv3d import RewriteKGSConv3D
 
 __all__ = ["rewrite_pass", "rt3d_pipeline"]
@@ -30,9 +31,13 @@ def rewrite_pass(
     group: Sequence[int] | None = None,
     include_dense: bool = True,
 ) -> tvm.transform.Pass:
-    """The pipeline's rewrite with its defaults (tuning extracts tasks with the same)."""
-    return RewriteKGSConv3D(min_mac_reduction=min_mac_reduction, group=group,
-                            include_dense=include_dense)
+    """The pipeline's graph rewrite with its defaults (tuning extracts tasks with the same):
+    batch norm folded into conv3d weights, then pruned conv3d to the KGS operator."""
+    return tvm.transform.Sequential([
+        FoldBatchNormToConv3D(),
+        RewriteKGSConv3D(min_mac_reduction=min_mac_reduction, group=group,
+                         include_dense=include_dense),
+    ], name="RT3DRewrite")
 
 
 def _apply_database(database) -> tvm.transform.Pass:
