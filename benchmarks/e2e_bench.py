@@ -44,7 +44,6 @@ if _early_threads(sys.argv[1:]) is not None:
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -103,24 +102,10 @@ def validate(args: argparse.Namespace) -> None:
         raise BadInput(f"--tuning-db {args.tuning_db}: no such directory")
 
 
-def busy_cores(seconds: float = 0.5) -> float:
-    """Cores kept busy (by anyone) over ``seconds``, from ``/proc/stat`` (NaN if unknown)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    return (1.0 - (idle1 - idle0) / max(total1 - total0, 1)) * (os.cpu_count() or 1)
-
-
 def load_info() -> dict[str, Any]:
     """Load averages and busy cores right now."""
+    from benchmarks.peers.timing import busy_cores
+
     return {"loadavg": list(os.getloadavg()), "busy_cores": busy_cores()}
 
 

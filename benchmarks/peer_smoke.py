@@ -19,7 +19,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # libgomp reads this when it loads (with torch, and MNN's bundled copy): parked instead of
@@ -37,7 +36,9 @@ if str(ROOT) not in sys.path:  # `python benchmarks/peer_smoke.py` puts only ben
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.peers import PEERS, format_table, run_peers  # noqa: E402
+from benchmarks.peers.timing import busy_cores  # noqa: E402
 from benchmarks.peers.tiny_model import TINY_SHAPE, randomize_bn, tiny_3d_cnn  # noqa: E402
+from rt3d_passes.environment import cpu_model  # noqa: E402
 
 
 def build(name: str, shape: tuple[int, ...] | None) -> tuple[nn.Module, torch.Tensor]:
@@ -52,34 +53,6 @@ def build(name: str, shape: tuple[int, ...] | None) -> tuple[nn.Module, torch.Te
     with torch.no_grad():
         model = randomize_bn(model.eval())
     return model, torch.randn(*shape)
-
-
-def cpu_name() -> str:
-    """CPU model from ``/proc/cpuinfo`` (falls back to the machine type)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-def busy_cores(seconds: float = 0.5) -> float:
-    """Cores kept busy by other processes, sampled from ``/proc/stat`` (NaN if unavailable)."""
-
-    def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-    busy = 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
-    return busy * (os.cpu_count() or 1)
 
 
 def busy_warning(busy: float) -> str:
@@ -141,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "gap_ms": args.gap_ms,
         "machine": {
             "python": platform.python_version(),
-            "cpu": cpu_name(),
+            "cpu": cpu_model(),
             "cores": os.cpu_count(),
             "torch": torch.__version__,
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),

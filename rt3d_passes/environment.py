@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment_info", "write_result"]
+__all__ = ["cpu_model", "environment_info", "write_result"]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """CPU model name from ``/proc/cpuinfo`` (else the platform's)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -37,7 +38,7 @@ def environment_info() -> dict[str, Any]:
     import tvm
 
     info = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
         "llvm_mcpu": tvm.target.codegen.llvm_get_system_cpu(),
         "python": platform.python_version(),

@@ -7,9 +7,11 @@ only ratios measured in the same call are meaningful.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -70,3 +72,20 @@ def summarize(times: list[float]) -> dict[str, float | int]:
         "max_ms": max_ms(times),
         "runs": len(times),
     }
+
+
+def busy_cores(seconds: float = 0.5) -> float:
+    """Cores kept busy by other processes, sampled from ``/proc/stat`` (NaN if unavailable)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+    busy = 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+    return busy * (os.cpu_count() or 1)
