@@ -1,0 +1,46 @@
+"""Resolve and validate the layers a SparsityConfig names (shared by pruner and regularizer)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .config import SparsityConfig
+from .schemes import effective_group
+
+
+def prunable_layer_names(model: nn.Module) -> list[str]:
+    """Names of the conv and linear layers of ``model``."""
+    return [
+        n for n, m in model.named_modules() if isinstance(m, nn.modules.conv._ConvNd | nn.Linear)
+    ]
+
+
+def resolve_layers(model: nn.Module, config: SparsityConfig) -> dict[str, nn.Module]:
+    """The modules of ``config.pruned_layers``; raises ValueError naming any bad layer."""
+    modules = dict(model.named_modules())
+    valid = prunable_layer_names(model)
+    for name, rate in config.rates:
+        if name not in modules or name not in valid:
+            shown = ", ".join(valid[:12]) + (", ..." if len(valid) > 12 else "")
+            raise ValueError(
+                f"layer {name!r} is not a conv or linear layer of the model; "
+                f"valid layers: {shown}"
+            )
+        if config.threshold is None and not 0.0 <= rate < 1.0:
+            raise ValueError(f"layer {name!r}: rate must be in [0, 1), got {rate}")
+    if config.threshold is not None and config.threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {config.threshold}")
+    result = {}
+    for name in config.pruned_layers:
+        module = modules[name]
+        shape = tuple(module.weight.shape)
+        if getattr(module, "groups", 1) != 1 and config.scheme in ("kgs", "vanilla"):
+            raise ValueError(f"layer {name!r}: grouped convolutions are not supported")
+        gm, gn = effective_group(config.scheme, config.group, shape)
+        if gm > shape[0] or gn > shape[1]:
+            raise ValueError(
+                f"layer {name!r}: group ({gm}, {gn}) is larger than the layer's channels "
+                f"(out={shape[0]}, in={shape[1]}); keep it dense (rate 0) or use a smaller group"
+            )
+        result[name] = module
+    return result

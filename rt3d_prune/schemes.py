@@ -1,0 +1,119 @@
+"""Sparsity schemes: how a weight is cut into prunable groups, at group granularity.
+
+A weight of shape ``[M, N, *K]`` (conv) or ``[M, N]`` (linear, ``K3 = 1``) is viewed as
+``[Mg, g_m, Ng, g_n, K3]`` with the edge groups padded by zeros, exactly as in
+``rt3d_passes/sparsity.py``. Each scheme prunes one kind of group:
+
+* ``"kgs"`` -- units: one kernel position of one ``g_m x g_n`` kernel group.
+  Mask shape ``[Mg, Ng, K3]``.
+* ``"vanilla"`` -- whole ``g_m x g_n`` kernel groups (all positions). Mask ``[Mg, Ng]``.
+* ``"filter"`` -- whole output filters: vanilla with group ``(1, N)``. Mask ``[M, 1]``.
+  A comparison baseline (channel pruning).
+* ``"unstructured"`` -- single weights: KGS with group ``(1, 1)``. Mask ``[M, N, K3]``.
+  A comparison baseline (magnitude pruning); its zeros are not a kernel-group pattern.
+
+Masks are ``True`` where weights are kept. Norms are differentiable torch functions so the
+regularizer can use them on live parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "SCHEMES",
+    "broadcast_mask",
+    "effective_group",
+    "group_norms",
+    "group_sizes",
+    "rank_mask",
+]
+
+#: Supported scheme names.
+SCHEMES: tuple[str, ...] = ("kgs", "vanilla", "filter", "unstructured")
+
+
+def effective_group(
+    scheme: str, group: Sequence[int], weight_shape: Sequence[int]
+) -> tuple[int, int]:
+    """The ``(g_m, g_n)`` a scheme actually groups by for this weight shape."""
+    if scheme in ("kgs", "vanilla"):
+        return int(group[0]), int(group[1])
+    if scheme == "filter":
+        return 1, int(weight_shape[1])
+    if scheme == "unstructured":
+        return 1, 1
+    raise ValueError(f"unknown scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}")
+
+
+def _grouped(weight: Tensor, gm: int, gn: int) -> Tensor:
+    """``[Mg, gm, Ng, gn, K3]`` view of ``weight`` with edge groups zero-padded."""
+    m, n = weight.shape[:2]
+    w = weight.reshape(m, n, -1)
+    pm, pn = -m % gm, -n % gn
+    if pm or pn:
+        w = torch.nn.functional.pad(w, (0, 0, 0, pn, 0, pm))
+    return w.reshape((m + pm) // gm, gm, (n + pn) // gn, gn, w.shape[-1])
+
+
+def group_norms(weight: Tensor, scheme: str, group: Sequence[int], squared: bool = False) -> Tensor:
+    """L2 norm of every prunable group (differentiable).
+
+    Args:
+        weight: ``[M, N, *K]`` or ``[M, N]``.
+        scheme: One of :data:`SCHEMES`.
+        group: ``(g_m, g_n)`` for ``kgs`` and ``vanilla``; ignored by the baselines.
+        squared: Return squared norms (no square root, so no infinite gradient at zero).
+
+    Returns:
+        The norms at mask granularity (see the module docstring for shapes).
+    """
+    gm, gn = effective_group(scheme, group, weight.shape)
+    sq = _grouped(weight, gm, gn).square().sum(dim=(1, 3))  # [Mg, Ng, K3]
+    if scheme in ("vanilla", "filter"):
+        sq = sq.sum(dim=2)
+    return sq if squared else sq.sqrt()
+
+
+def group_sizes(weight_shape: Sequence[int], scheme: str, group: Sequence[int]) -> Tensor:
+    """Number of weight entries in every group (smaller for edge groups), mask-shaped."""
+    ones = torch.ones(tuple(weight_shape))
+    return group_norms(ones, scheme, group, squared=True)
+
+
+def broadcast_mask(
+    mask: Tensor, weight_shape: Sequence[int], scheme: str, group: Sequence[int]
+) -> Tensor:
+    """Expand a group-granular mask to the weight's shape (edge groups cut)."""
+    m, n = int(weight_shape[0]), int(weight_shape[1])
+    gm, gn = effective_group(scheme, group, weight_shape)
+    k3 = int(torch.Size(weight_shape[2:]).numel())
+    if mask.dim() == 2:  # vanilla / filter: same decision for every position
+        mask = mask.unsqueeze(-1).expand(-1, -1, k3)
+    mg, ng = mask.shape[:2]
+    full = mask[:, None, :, None, :].expand(mg, gm, ng, gn, k3).reshape(mg * gm, ng * gn, k3)
+    return full[:m, :n].reshape(tuple(weight_shape))
+
+
+def rank_mask(norms: Tensor, sizes: Tensor, rate: float) -> Tensor:
+    """Keep-mask that prunes the groups with the smallest RMS, ``rate`` of the layer's weights.
+
+    Groups are ranked by ``norm / sqrt(size)`` so that smaller edge groups compete fairly, and
+    pruned in that order until the pruned weight entries reach ``rate`` of the layer (rounded
+    to the nearest group). When all groups have the same size this prunes
+    ``round(rate * groups)`` groups, i.e. ``rate`` of the units (KGS) or kernel groups (vanilla).
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must be in [0, 1), got {rate}")
+    flat_n, flat_s = norms.detach().flatten(), sizes.flatten().to(norms.dtype)
+    order = torch.argsort(flat_n / flat_s.sqrt(), stable=True)
+    cum = torch.cumsum(flat_s[order], 0)
+    target = rate * float(flat_s.sum())
+    # number of groups whose cumulative size is closest to the target
+    count = int(torch.argmin((torch.cat([cum.new_zeros(1), cum]) - target).abs()))
+    keep = torch.ones_like(flat_n, dtype=torch.bool)
+    keep[order[:count]] = False
+    return keep.reshape(norms.shape)
