@@ -245,6 +245,37 @@ def _target_key(target: Target) -> str:
     return " ".join(str(p) for p in parts)
 
 
+def _commit_default(db, task: TuningTask, target: Target, builder, runner) -> float | None:
+    """Measure the untuned default schedule of ``task`` and commit it as a tuning record.
+
+    With few trials, or a machine whose load drifts, MetaSchedule's search can end on a
+    schedule slower than the default; with the default in the database, the best record
+    applied later is never worse than the untuned build. Returns its mean run time (s), or
+    None when it could not be built or run (tuning then goes on without it).
+    """
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    import schedules.meta_schedule as rt3d_ms
+
+    sch = s_tir.Schedule(task.mod)
+    with target:
+        rt3d_ms.schedule_for(target)(sch, True)
+    (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    if built.error_msg:
+        return None
+    args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, device, args_info)])
+    result = future.result()
+    if result.error_msg or not result.run_secs:
+        return None
+    workload = db.commit_workload(task.mod)
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs,
+                                                     target, args_info))
+    return float(np.mean([float(v) for v in result.run_secs]))
+
+
 def _records_for(db, mod: tvm.IRModule) -> int:
     if not db.has_workload(mod):
         return 0
@@ -289,7 +320,8 @@ def tune_model(
     Returns
     -------
     summary : list of dict
-        Per task: name, weight, MACs, trials run now, records, best ms.
+        Per task: name, weight, MACs, trials run now, records, best ms, and the default
+        schedule's ms when it was measured in this call (it is the first record of a task).
     """
     from tqdm import tqdm
     from tvm.s_tir import meta_schedule as ms
@@ -310,24 +342,31 @@ def tune_model(
         done = _records_for(db, task.mod)
         todo = max(0, trials_per_task - done)
         bar.set_postfix_str(f"{task.name}: {done} records, {todo} trials to run")
+        default_ms = None
         if todo:
             builder = make_builder(export)
             runner = make_runner(task.offsets, rpc)
-            with _without_tensor_intrin():
-                ctx = ms.TuneContext(mod=task.mod, target=target,
-                                     space_generator=rt3d_ms.design_space(target),
-                                     search_strategy="evolutionary", task_name=task.name,
-                                     rand_state=seed, num_threads=min(2, os.cpu_count() or 1))
-                ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir),
-                              max_trials_global=todo, num_trials_per_iter=min(
-                                  num_trials_per_iter, todo),
-                              builder=builder, runner=runner, database=db,
-                              cost_model="xgb" if todo >= 16 else "random",
-                              task_scheduler="round-robin")
+            if done == 0:
+                secs = _commit_default(db, task, target, builder, runner)
+                default_ms = None if secs is None else secs * 1e3
+                todo -= secs is not None
+            if todo > 0:
+                with _without_tensor_intrin():
+                    ctx = ms.TuneContext(mod=task.mod, target=target,
+                                         space_generator=rt3d_ms.design_space(target),
+                                         search_strategy="evolutionary", task_name=task.name,
+                                         rand_state=seed, num_threads=min(2, os.cpu_count() or 1))
+                    ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir),
+                                  max_trials_global=todo, num_trials_per_iter=min(
+                                      num_trials_per_iter, todo),
+                                  builder=builder, runner=runner, database=db,
+                                  cost_model="xgb" if todo >= 16 else "random",
+                                  task_scheduler="round-robin")
         records = db.get_top_k(db.commit_workload(task.mod), 1) if db.has_workload(
             task.mod) else []
         best = float(np.mean([float(v) for v in records[0].run_secs])) * 1e3 if records \
             else None
         summary.append(dict(task=task.name, weight=task.weight, macs=task.macs,
-                            trials_run=todo, records=_records_for(db, task.mod), best_ms=best))
+                            trials_run=todo, records=_records_for(db, task.mod), best_ms=best,
+                            default_ms=default_ms))
     return summary

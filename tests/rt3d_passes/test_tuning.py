@@ -87,6 +87,9 @@ def test_tune_apply_resume(model_and_mod, tmp_path):
     summary = tune_model(mod, target, work, trials_per_task=4, progress=False)
     assert len(summary) == 3
     assert all(row["records"] >= 1 and row["best_ms"] > 0 for row in summary)
+    # the untuned default is measured first and kept: tuning never applies anything slower
+    assert all(row["default_ms"] is not None for row in summary)
+    assert all(row["best_ms"] <= row["default_ms"] for row in summary)
     # every task's workload is in the database and the pipeline applies it
     db = open_database(work, target)
     from rt3d_passes.pipeline import _apply_database, rewrite_pass
