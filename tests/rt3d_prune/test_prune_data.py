@@ -136,3 +136,37 @@ def test_moving_shapes_motion(label, axis, sign):
     mask = clip.max(axis=3) > 0.7  # [T, H, W]
     coords = [np.argwhere(m).mean(axis=0)[axis] for m in mask]
     assert sign * (coords[-1] - coords[0]) > 5  # moved several pixels the right way
+
+
+def _write_avi(path, frames):
+    """An MPEG-4 .avi as UCF101 ships them, written with PyAV."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_avi_videos_in_ucf101_layout(tmp_path):
+    pytest.importorskip("av", reason="decoding .avi needs PyAV: pip install .[video]")
+    smooth = np.repeat(np.linspace(40, 200, 24, dtype=np.uint8)[None, None, :, None],
+                       20, axis=1).repeat(3, axis=3)
+    frames = np.repeat(smooth, 18, axis=0)  # 18 frames of a smooth ramp: codec-friendly
+    _write_avi(tmp_path / "v.avi", frames)
+    decoded = read_frames(tmp_path / "v.avi")
+    assert decoded.shape == frames.shape
+    assert np.abs(decoded.astype(int) - frames).mean() < 8  # lossy, but the same picture
+    for cls in ("Archery", "Basketball"):
+        for g in (1, 2):
+            _write_avi(tmp_path / "ucf" / cls / f"v_{cls}_g{g:02d}_c01.avi", frames)
+    data = VideoFolder(tmp_path / "ucf", split="test", clip_len=16, crop=16, resize=18)
+    assert len(data) == 4
+    clip, label = data[0]
+    assert tuple(clip.shape) == (3, 16, 16, 16) and label in (0, 1)
