@@ -10,7 +10,6 @@ same rate. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from tvm import relax, s_tir
 
 import schedules
 from rt3d_passes import sparsity as S
+from rt3d_passes.demo import time_runs
 from rt3d_passes.environment import write_result
 from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
 from rt3d_passes.target import host_target
@@ -33,16 +33,6 @@ LAYERS = {
     "r2+1d.layer2.0.spatial": ((1, 64, 16, 56, 56), 230, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
     "r2+1d.layer2.0.temporal": ((1, 230, 16, 28, 28), 128, (3, 1, 1), (2, 1, 1), (1, 0, 0)),
 }
-
-
-def _median_ms(fn, runs: int) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
 
 
 def bench_layer(name, spec, rate, runs, target, skip_default, rng):
@@ -60,8 +50,8 @@ def bench_layer(name, spec, rate, runs, target, skip_default, rng):
     xt, wt = torch.from_numpy(x), torch.from_numpy(w)
     with torch.no_grad():
         ref = torch.nn.functional.conv3d(xt, wt, stride=strides, padding=padding).numpy()
-        t = _median_ms(lambda: torch.nn.functional.conv3d(xt, wt, stride=strides,
-                                                          padding=padding), runs)
+        t = float(np.median(time_runs(lambda: torch.nn.functional.conv3d(
+            xt, wt, stride=strides, padding=padding), runs)))
     rows.append(("PyTorch dense", 1.0, t, dense_macs))
 
     # TVM default dense conv3d (tvm.compile's default pipeline)

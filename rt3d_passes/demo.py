@@ -20,7 +20,7 @@ from .conv3d_analysis import Conv3DReport, format_reports
 from .inspect_conv3d import inspect
 from .target import host_target
 
-__all__ = ["DemoRow", "plot_rows", "run_demo", "time_median"]
+__all__ = ["DemoRow", "plot_rows", "run_demo", "time_runs"]
 
 
 @dataclasses.dataclass
@@ -36,7 +36,7 @@ class DemoRow:
         return float(np.median(self.times_ms))
 
 
-def time_median(fn: Callable[[], object], runs: int, warmup: int = 1) -> list[float]:
+def time_runs(fn: Callable[[], object], runs: int, warmup: int = 1) -> list[float]:
     """Wall times (ms) of ``runs`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
@@ -117,13 +117,13 @@ def run_demo(
     log(f"[4/4] timing, {runs} runs after warm-up, {threads} threads")
     with torch.no_grad():
         rows.append(DemoRow("PyTorch eager (dense)", dense_macs,
-                            time_median(lambda: dense_model(x), runs), None))
+                            time_runs(lambda: dense_model(x), runs), None))
         rows.append(DemoRow("PyTorch eager (pruned)", dense_macs,
-                            time_median(lambda: sparse_model(x), runs), None))
+                            time_runs(lambda: sparse_model(x), runs), None))
     for name, macs in (("dense", dense_macs), ("sparse", sparse_macs)):
         vm, arg = vms[name], xs["run"]
         rows.append(DemoRow(f"RT3D {name}", macs,
-                            time_median(lambda vm=vm, arg=arg: vm["main"](arg), runs),
+                            time_runs(lambda vm=vm, arg=arg: vm["main"](arg), runs),
                             errors[name]))
     base = rows[0].median_ms
     own_dense = rows[2].median_ms
