@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,10 +30,15 @@ import tvm
 from tqdm import tqdm
 from tvm import relax
 
-from rt3d_passes.environment import write_result
-from rt3d_passes.target import host_target
-from rt3d_passes.testing import structured_weight
-from rt3d_passes.tuning import tune_model
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python benchmarks/schedule_bench.py` puts only benchmarks/ on it
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.peers.timing import median_ms, run_interleaved  # noqa: E402
+from rt3d_passes.environment import write_result  # noqa: E402
+from rt3d_passes.target import host_target  # noqa: E402
+from rt3d_passes.testing import structured_weight  # noqa: E402
+from rt3d_passes.tuning import tune_model  # noqa: E402
 
 # C3D at 16x112x112: (input NCDHW, out channels); all 3x3x3, stride 1, padding 1
 C3D_LAYERS = {
@@ -80,15 +86,11 @@ def _build(mod, target, database=None):
 
 
 def _interleaved_ms(fns: dict, runs: int) -> dict[str, float]:
-    """Median ms of each callable, timed in rotation (A B C A B C ...) after one warm-up
-    call each, so load drifting on a shared machine hits every variant alike."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
-            times[name].append(_timed(fn))
-    return {name: float(np.median(v)) * 1e3 for name, v in times.items()}
+    """Median ms of each callable, timed in rotation by the peers' ``run_interleaved`` (one
+    warm-up round), so load drifting on a shared machine hits every variant alike."""
+    times = run_interleaved({name: (lambda _x, fn=fn: fn()) for name, fn in fns.items()},
+                            None, runs=runs, warmup=1)
+    return {name: median_ms(v) for name, v in times.items()}
 
 
 def _tuned_db(mod, target, work: Path, trials: int, **options) -> str | None:
