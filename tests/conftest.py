@@ -19,6 +19,21 @@ def conv3d_reference(x, weight, strides=(1, 1, 1), padding=(0, 0, 0), dilation=(
     ).numpy()
 
 
+def run_vm(mod, x, pipeline=None) -> np.ndarray:
+    """Compile ``mod`` for the host (``pipeline``: a pass or a registered name; default the
+    ``rt3d`` pipeline) and run ``main`` on ``x`` (numpy or torch) in the Relax VM."""
+    import tvm
+    from tvm import relax
+
+    from rt3d_passes.target import host_target
+
+    target = host_target()
+    if pipeline is None:
+        pipeline = relax.get_pipeline("rt3d", target=target)
+    ex = tvm.compile(mod, target, relax_pipeline=pipeline)
+    return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(np.asarray(x))).numpy()
+
+
 def assert_close_rel(out: np.ndarray, ref: np.ndarray, rel: float = 1e-5) -> None:
     """max |out - ref| <= rel * max |ref| (and the reference is not trivially zero)."""
     assert out.shape == ref.shape, (out.shape, ref.shape)

@@ -8,7 +8,7 @@ from tvm import relax
 import rt3d_passes
 from rt3d_passes import sparsity as S
 from rt3d_passes.testing import structured_weight
-from tests.conftest import assert_close_rel
+from tests.conftest import assert_close_rel, run_vm
 
 X_SHAPE = (1, 8, 4, 6, 6)
 
@@ -76,9 +76,7 @@ def test_kgs_pattern_survives_and_numerics_match_torch(rng):
     (report,) = rt3d_passes.inspect(folded)
     assert report.scheme == "kgs" and report.rewrite
     assert report.kept_macs == S.classify(conv.weight.detach().numpy()).kept_macs * 4 * 6 * 6
-    target = rt3d_passes.host_target()
-    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    out = run_vm(mod, x)
     with torch.no_grad():
         assert_close_rel(out, model(x).numpy(), 1e-5)
 

@@ -8,7 +8,7 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import sparsity as S
-from tests.conftest import assert_close_rel, pruned_tiny_c3d
+from tests.conftest import assert_close_rel, pruned_tiny_c3d, run_vm
 
 
 @pytest.fixture
@@ -33,8 +33,7 @@ def test_registered_pipeline(pruned_model, rng):
     for f in lowered.functions.values():
         if isinstance(f, tvm.tirx.PrimFunc) and "rt3d.kgs_conv3d" in f.attrs:
             assert f.attrs["tirx.is_scheduled"]
-    ex = tvm.compile(mod, target, relax_pipeline=pipeline)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    out = run_vm(mod, x, pipeline)
     with torch.no_grad():
         assert_close_rel(out, pruned_model(x).numpy(), 1e-5)
 
@@ -42,8 +41,7 @@ def test_registered_pipeline(pruned_model, rng):
 def test_pipeline_by_name_takes_current_target(pruned_model, rng):
     x = torch.from_numpy(rng.standard_normal((2, 3, 4, 8, 8)).astype(np.float32))
     mod = rt3d_passes.from_torch(pruned_model, (x,))
-    ex = tvm.compile(mod, rt3d_passes.host_target(), relax_pipeline="rt3d")
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    out = run_vm(mod, x, "rt3d")
     with torch.no_grad():
         assert_close_rel(out, pruned_model(x).numpy(), 1e-5)
 
@@ -56,7 +54,6 @@ def test_prepend_to_user_pipeline(pruned_model, rng):
 
     x = torch.from_numpy(rng.standard_normal((1, 3, 4, 16, 16)).astype(np.float32))
     mod = rt3d_passes.from_torch(pruned_model, (x,))
-    target = rt3d_passes.host_target()
     user_pipeline = relax.get_pipeline("default")  # what tvm.compile uses for llvm
     seq = tvm.transform.Sequential([
         rt3d_passes.RewriteKGSConv3D(),
@@ -65,8 +62,7 @@ def test_prepend_to_user_pipeline(pruned_model, rng):
     ])
     rewritten = rt3d_passes.RewriteKGSConv3D()(mod)
     assert len(_kgs_funcs(rewritten)) == 2  # conv2 and conv3; dense conv1 untouched
-    ex = tvm.compile(mod, target, relax_pipeline=seq)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    out = run_vm(mod, x, seq)
     with torch.no_grad():
         assert_close_rel(out, pruned_model(x).numpy(), 1e-5)
 

@@ -9,7 +9,7 @@ import rt3d_passes
 from rt3d_passes import sparsity as S
 from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
 from rt3d_passes.testing import structured_weight
-from tests.conftest import assert_close_rel, conv3d_reference
+from tests.conftest import assert_close_rel, conv3d_reference, run_vm
 
 X_SHAPE = (1, 16, 4, 8, 8)
 
@@ -95,10 +95,8 @@ def test_numeric_through_vm(rng, scheme, rate):
         w[0, 0, 1, 1, 1] = 1.0  # never all-zero
     mod = rt3d_passes.RewriteKGSConv3D()(_before(ws))
     assert sum(isinstance(f, tvm.tirx.PrimFunc) for f in mod.functions.values()) == 2
-    target = rt3d_passes.host_target()
-    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
     x = rng.standard_normal(X_SHAPE).astype(np.float32)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    out = run_vm(mod, x)
     ref = x
     for w in ws:
         ref = np.maximum(conv3d_reference(ref, w, padding=(1, 1, 1)), 0)
@@ -124,9 +122,8 @@ def test_weights_as_parameters_need_bind_params(rng):
     bound = relax.transform.BindParams("main", {"conv_w": tvm.runtime.tensor(w)})(mod)
     after = rt3d_passes.RewriteKGSConv3D()(bound)
     assert any(isinstance(f, tvm.tirx.PrimFunc) for f in after.functions.values())
-    ex = tvm.compile(after, rt3d_passes.host_target(), relax_pipeline="rt3d")
     xs = rng.standard_normal(X_SHAPE).astype(np.float32)
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
+    out = run_vm(after, xs, "rt3d")
     assert_close_rel(out, conv3d_reference(xs, w, padding=(1, 1, 1)), 1e-5)
 
 

@@ -13,7 +13,7 @@ from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR
 from rt3d_passes.target import get_target, host_target, kryo_target
 from rt3d_passes.testing import structured_weight
 from rt3d_passes.tuning import extract_tasks, open_database, tune_model
-from tests.conftest import assert_close_rel
+from tests.conftest import assert_close_rel, run_vm
 
 
 class _TwoConv(torch.nn.Module):
@@ -99,9 +99,8 @@ def test_tune_apply_resume(model_and_mod, tmp_path):
     kgs = [f for f in applied.functions.values()
            if isinstance(f, tvm.tirx.PrimFunc) and KGS_CONV3D_ATTR in f.attrs]
     assert kgs and all(f.attrs.get("tirx.is_scheduled", False) for f in kgs)
-    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
+    out = run_vm(mod, x, relax.get_pipeline(
         "rt3d", target=target, database=str(work)))
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
     with torch.no_grad():
         assert_close_rel(out, net(x).numpy(), 1e-5)
     # resume: nothing left to run, records kept

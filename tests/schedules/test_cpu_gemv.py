@@ -8,7 +8,7 @@ from tvm import relax, te
 
 import rt3d_passes
 import schedules
-from tests.conftest import assert_close_rel
+from tests.conftest import assert_close_rel, run_vm
 
 
 class _Classifier(torch.nn.Module):
@@ -36,8 +36,7 @@ def test_classifier_uses_contiguous_gemv(rng, k, n):
         assert "T.parallel" in script
         # lanes split off the contiguous reduction, unless K has no divisor <= 8 (K = 101)
         assert ("_rf" in script and "T.vectorized" in script) or "T.int64(101))" in script
-    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    out = run_vm(mod, x)
     with torch.no_grad():
         assert_close_rel(out, model(x).numpy(), 1e-5)
 

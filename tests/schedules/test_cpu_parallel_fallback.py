@@ -7,7 +7,7 @@ from tvm import relax, te
 
 import rt3d_passes
 import schedules
-from tests.conftest import TinyC3D, assert_close_rel
+from tests.conftest import TinyC3D, assert_close_rel, run_vm
 
 
 def test_every_primfunc_is_scheduled_and_parallel(rng):
@@ -22,8 +22,7 @@ def test_every_primfunc_is_scheduled_and_parallel(rng):
     for name, func in funcs.items():
         assert func.attrs.get("tirx.is_scheduled", False), f"{name} left unscheduled"
         assert "T.parallel" in func.script() or "parallel" in str(func), name
-    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
-    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
+    out = run_vm(mod, x)
     with torch.no_grad():
         assert_close_rel(out, model(x).numpy(), 1e-5)
 
