@@ -192,9 +192,11 @@ def run_single(args) -> dict[str, Any]:
 
     from benchmarks.e2e import report
     from benchmarks.e2e.models import PAPER, build_models
+    from rt3d_passes.threads import set_num_threads
 
     args.threads_now = args.thread_list[0]
     torch.set_num_threads(args.threads_now)
+    set_num_threads(args.threads_now)  # warns if the pool started with another count
     models = build_models(args.zoo_model, args.preset_name)
     load_before = load_info()
     builds = compile_builds(args, models)

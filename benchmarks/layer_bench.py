@@ -25,6 +25,7 @@ from rt3d_passes.environment import write_result
 from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
 from rt3d_passes.target import host_target
 from rt3d_passes.testing import structured_weight
+from rt3d_passes.threads import set_num_threads
 
 # name: (input NCDHW, M, kernel, strides, padding)
 LAYERS = {
@@ -95,6 +96,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
     target = host_target(args.threads)
     rng = np.random.default_rng(0)
     results = []

@@ -18,11 +18,16 @@ dense >= 60% of the sgemm ceiling.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+# before torch loads libgomp: spinning OpenMP workers would steal the cores from the
+# variant timed after PyTorch (measured: up to 1.6x on conv5a)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -38,6 +43,7 @@ from benchmarks.peers.timing import median_ms, run_interleaved  # noqa: E402
 from rt3d_passes.environment import write_result  # noqa: E402
 from rt3d_passes.target import host_target  # noqa: E402
 from rt3d_passes.testing import structured_weight  # noqa: E402
+from rt3d_passes.threads import set_num_threads  # noqa: E402
 from rt3d_passes.tuning import tune_model  # noqa: E402
 
 # C3D at 16x112x112: (input NCDHW, out channels); all 3x3x3, stride 1, padding 1
@@ -85,11 +91,16 @@ def _build(mod, target, database=None):
     return relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=pipeline), tvm.cpu())
 
 
+#: untimed pause before every run: thread pools (TVM's, OpenMP's) spin for a while after a
+#: run and would slow whichever variant comes next
+GAP_MS = 20.0
+
+
 def _interleaved_ms(fns: dict, runs: int) -> dict[str, float]:
     """Median ms of each callable, timed in rotation by the peers' ``run_interleaved`` (one
     warm-up round), so load drifting on a shared machine hits every variant alike."""
     times = run_interleaved({name: (lambda _x, fn=fn: fn()) for name, fn in fns.items()},
-                            None, runs=runs, warmup=1)
+                            None, runs=runs, warmup=1, gap_ms=GAP_MS)
     return {name: median_ms(v) for name, v in times.items()}
 
 
@@ -192,6 +203,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    set_num_threads(args.threads)
     target = host_target(args.threads)
     work_root = args.work_dir or tempfile.mkdtemp(prefix="rt3d-schedule-bench-")
     ceiling = sgemm_ceiling()

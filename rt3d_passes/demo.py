@@ -19,6 +19,7 @@ from tvm import relax
 from .conv3d_analysis import Conv3DReport, format_reports
 from .inspect_conv3d import inspect
 from .target import host_target
+from .threads import set_num_threads
 
 __all__ = ["DemoRow", "plot_rows", "run_demo", "time_runs"]
 
@@ -78,6 +79,7 @@ def run_demo(
 
     preset = preset or default_preset(model)
     torch.set_num_threads(threads)
+    set_num_threads(threads)
     torch.manual_seed(0)
     shape = default_input_shape(model)
     x = torch.randn(*shape)

@@ -29,6 +29,7 @@ from tvm import relax
 from tvm.target import Target
 
 from .kgs_conv3d import KGS_CONV3D_ATTR
+from .threads import set_num_threads
 
 __all__ = [
     "TuningTask",
@@ -330,6 +331,10 @@ def tune_model(
 
     tasks = extract_tasks(mod, target, **rewrite_options)
     db = open_database(work_dir, target, create=True)
+    if not rpc:
+        # the runner's worker processes inherit TVM_NUM_THREADS: measure with the thread
+        # count the model will run with, not TVM's default (half the CPUs on x86)
+        set_num_threads(int(target.attrs.get("num-cores", 0)) or None)
     if export is None and rpc and "aarch64" in str(target.attrs.get("mtriple", "")):
         from .rpc import cross_export_aarch64
 
