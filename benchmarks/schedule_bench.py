@@ -111,7 +111,8 @@ def _tuned_db(mod, target, work: Path, trials: int, **options) -> str | None:
     return str(work)
 
 
-def bench_layer(name, rates, trials, runs, target, work_root, rng) -> list[dict]:
+def bench_layer(name, rates, trials, runs, target, work_root, rng, balanced=True
+                ) -> list[dict]:
     """All variants of one layer built first, then timed interleaved."""
     x_shape, m = C3D_LAYERS[name]
     out_vox = int(np.prod(x_shape[2:])) * x_shape[0]
@@ -127,7 +128,8 @@ def bench_layer(name, rates, trials, runs, target, work_root, rng) -> list[dict]
            "dense": lambda: dense_vm["main"](x)}
     kept = {}
     for rate in rates:
-        w = structured_weight((m, x_shape[1], 3, 3, 3), "kgs", rate, (8, 4), rng)
+        w = structured_weight((m, x_shape[1], 3, 3, 3), "kgs", rate, (8, 4), rng,
+                              balanced=balanced)
         mod = _conv_module(x_shape, w)
         kept[rate] = int(np.count_nonzero(w)) * out_vox
         untuned = _build(mod, target)
@@ -157,13 +159,13 @@ def bench_layer(name, rates, trials, runs, target, work_root, rng) -> list[dict]
     return rows
 
 
-def bench(layers, rates, trials, runs, target, work_root) -> list[dict]:
+def bench(layers, rates, trials, runs, target, work_root, balanced=True) -> list[dict]:
     rng = np.random.default_rng(0)
     rows = []
     for name in tqdm(layers, desc="layers"):
         extra = {PAPER_RATES[name]} if name in PAPER_RATES else set()
         rows.extend(bench_layer(name, sorted(set(rates) | extra), trials, runs, target,
-                                work_root, rng))
+                                work_root, rng, balanced=balanced))
     return rows
 
 
@@ -197,6 +199,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16,
                         help="MetaSchedule trials per task (0: untuned only)")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--unbalanced", action="store_true",
+                        help="random KGS units per layer instead of the same count per output "
+                             "group (rt3d_prune's default): the kernel then also computes the "
+                             "short groups' padding slots")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work-dir", help="keep tuning databases here (default: temporary)")
     parser.add_argument("--out", default="benchmarks/results/schedule_bench.json")
@@ -208,7 +214,8 @@ def main() -> None:
     work_root = args.work_dir or tempfile.mkdtemp(prefix="rt3d-schedule-bench-")
     ceiling = sgemm_ceiling()
     try:
-        rows = bench(args.layers, args.rates, args.trials, args.runs, target, work_root)
+        rows = bench(args.layers, args.rates, args.trials, args.runs, target, work_root,
+                     balanced=not args.unbalanced)
     finally:
         if not args.work_dir:
             shutil.rmtree(work_root, ignore_errors=True)
@@ -237,6 +244,7 @@ def main() -> None:
     out = Path(args.out)
     write_result(out, dict(benchmark="schedule_bench", target=str(target),
                            trials_per_task=args.trials, threads=args.threads,
+                           balanced=not args.unbalanced,
                            sgemm_gmacs=ceiling, rows=rows))
     _plot(rows, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -17,6 +17,7 @@ def structured_weight(
     rate: float,
     group: Sequence[int] = (8, 4),
     rng: np.random.Generator | None = None,
+    balanced: bool = False,
 ) -> np.ndarray:
     """A random float32 conv3d weight with an exact zero pattern.
 
@@ -29,6 +30,9 @@ def structured_weight(
         Fraction of units / groups / weights pruned, in [0, 1].
     group : (g_m, g_n)
     rng : np.random.Generator
+    balanced : bool
+        KGS only: every output group keeps the same number of units, as ``rt3d_prune``'s
+        balanced ranking (its default) produces.
     """
     rng = rng or np.random.default_rng()
     m, n, *k = (int(s) for s in shape)
@@ -37,7 +41,9 @@ def structured_weight(
     mg, ng, k3 = -(-m // gm), -(-n // gn), int(np.prod(k))
     if scheme == "dense" or rate == 0:
         return w
-    if scheme == "kgs":
+    if scheme == "kgs" and balanced:
+        mask = np.stack([_keep_mask((ng, k3), rate, rng) for _ in range(mg)])
+    elif scheme == "kgs":
         mask = _keep_mask((mg, ng, k3), rate, rng)
     elif scheme == "vanilla":
         mask = np.repeat(_keep_mask((mg, ng, 1), rate, rng), k3, axis=2)

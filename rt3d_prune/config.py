@@ -25,12 +25,19 @@ class SparsityConfig:
         threshold: If set, prune by threshold instead: every group whose RMS
             (``norm / sqrt(size)``) is below it is pruned, in every layer named in ``rates``
             (whose values are then only used to select layers).
+        balanced: KGS with rates: rank within every output group, so all groups of a layer
+            keep the same unit count (see :func:`~rt3d_prune.schemes.rank_mask_balanced`;
+            the compiled kernel then has no padding). ``False`` ranks the whole layer.
+            Vanilla always ranks the whole layer: a row of a small layer holds too few kernel
+            groups to meet a rate on its own (8 groups: steps of 12.5%). Threshold mode and
+            the baseline schemes ignore it.
     """
 
     scheme: str = "kgs"
     group: tuple[int, int] = (8, 4)
     rates: tuple[tuple[str, float], ...] = ()
     threshold: float | None = None
+    balanced: bool = True
 
     def __post_init__(self) -> None:
         # normalise mappings and lists so configs hash and compare by value

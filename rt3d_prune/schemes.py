@@ -30,6 +30,7 @@ __all__ = [
     "group_norms",
     "group_sizes",
     "rank_mask",
+    "rank_mask_balanced",
 ]
 
 #: Supported scheme names.
@@ -117,3 +118,15 @@ def rank_mask(norms: Tensor, sizes: Tensor, rate: float) -> Tensor:
     keep = torch.ones_like(flat_n, dtype=torch.bool)
     keep[order[:count]] = False
     return keep.reshape(norms.shape)
+
+
+def rank_mask_balanced(norms: Tensor, sizes: Tensor, rate: float) -> Tensor:
+    """:func:`rank_mask` applied to every output group (row of ``norms``) on its own.
+
+    Every output group then keeps the same number of units, so the compiled KGS operator,
+    whose loop runs to the longest group's column count, computes no padding slots: with a
+    layer-wide ranking the groups' counts scatter and the padded work cost 10-20% on C3D
+    and R(2+1)D. The price is a per-group constraint on which units survive.
+    """
+    rows = [rank_mask(n, s, rate) for n, s in zip(norms.unbind(0), sizes.unbind(0))]
+    return torch.stack(rows).reshape(norms.shape)

@@ -21,3 +21,12 @@ def test_structured_weight_prunes_exact_count(rng, scheme):
 def test_structured_weight_unstructured_count(rng):
     w = structured_weight((8, 8, 3, 3, 3), "unstructured", 0.25, rng=rng)
     assert int((w == 0).sum()) == round(0.25 * w.size)
+
+
+def test_structured_weight_balanced_has_no_padding(rng):
+    from rt3d_passes.sparsity import compact
+
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.85, (8, 4), rng, balanced=True)
+    packed = compact(w, (8, 4))
+    assert packed.computed_macs == packed.kept_macs
+    assert len(set(packed.counts.tolist())) == 1

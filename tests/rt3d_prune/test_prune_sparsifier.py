@@ -95,3 +95,22 @@ def test_bad_scheme_and_lifecycle():
     assert config == SparsityConfig(rates=[("conv2", 0.5)])  # frozen, compares by value
     with pytest.raises(AttributeError):
         config.scheme = "vanilla"
+
+
+@pytest.mark.parametrize("balanced", [True, False])
+def test_balanced_groups_compile_without_padding(balanced):
+    """Balanced (the default): every output group keeps the same units, so the compacted
+    operator computes no padding slots; layer-wide ranking leaves the counts scattered."""
+    from rt3d_passes.sparsity import compact
+
+    model = _small()
+    config = SparsityConfig(rates={"conv3b": 0.85}, balanced=balanced)
+    sp = GroupSparsifier()
+    sp.prepare(model, config)
+    sp.step()
+    mask = sp.masks()["conv3b"]  # [Mg, Ng, K3]
+    per_group = mask.flatten(1).sum(1)
+    assert bool(per_group.min() == per_group.max()) is balanced
+    sp.squash_mask()
+    packed = compact(model.conv3b.weight.detach().numpy(), (8, 4))
+    assert bool(packed.computed_macs == packed.kept_macs) is balanced
