@@ -13,6 +13,7 @@ from . import sparsity
 from .conv3d_analysis import Conv3DReport, format_reports
 from .fold_batch_norm_to_conv3d import FoldBatchNormToConv3D
 from .frontend import from_torch
+from .fuse_kgs_conv3d_epilogue import FuseKGSConv3DEpilogue
 from .inspect_conv3d import inspect
 from .kgs_conv3d import kgs_conv3d_primfunc, kgs_conv3d_te
 from .pipeline import rt3d_pipeline
@@ -22,6 +23,7 @@ from .target import get_target, host_target, kryo_target
 __all__ = [
     "Conv3DReport",
     "FoldBatchNormToConv3D",
+    "FuseKGSConv3DEpilogue",
     "RewriteKGSConv3D",
     "format_reports",
     "from_torch",

@@ -36,6 +36,7 @@ from .sparsity import KGSCompact
 __all__ = [
     "KGS_CONV3D_ATTR",
     "KGS_CONV3D_BLOCK",
+    "KGS_GEOMETRY_ATTR",
     "KGS_PADDED_ATTR",
     "KGS_SCHEDULE_RULE",
     "KGS_STRIDES_ATTR",
@@ -59,6 +60,9 @@ PAD_OFFSET = 0
 KGS_PADDED_ATTR = "rt3d.padded_spatial"
 #: PrimFunc attribute: (s_d, s_h, s_w), for the schedules (vectorizing along W needs s_w = 1).
 KGS_STRIDES_ATTR = "rt3d.strides"
+#: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3)]``,
+#: for passes that rebuild the operator (the epilogue fusion).
+KGS_GEOMETRY_ATTR = "rt3d.geometry"
 #: Name of the compute block (schedules look it up by name).
 KGS_CONV3D_BLOCK = "kgs_conv3d"
 #: The block's ``schedule_rule`` annotation: MetaSchedule's ApplyCustomRule looks up the
@@ -261,6 +265,8 @@ def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int) -> dict:
         KGS_CONV3D_ATTR: int(group_m),
         KGS_PADDED_ATTR: [int(v) for v in geometry.padded_spatial],
         KGS_STRIDES_ATTR: [int(v) for v in geometry.strides],
+        KGS_GEOMETRY_ATTR: [int(v) for v in (*geometry.kernel, *geometry.strides,
+                                             *geometry.padding, *geometry.dilation)],
         # kOpaque: FuseOps must not fuse neighbours into the hand-scheduled operator
         "op_pattern": 8,
     }

@@ -21,6 +21,7 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from .fold_batch_norm_to_conv3d import FoldBatchNormToConv3D
+from .fuse_kgs_conv3d_epilogue import FuseKGSConv3DEpilogue
 from .rewrite_kgs_conv3d import RewriteKGSConv3D
 
 __all__ = ["rewrite_pass", "rt3d_pipeline"]
@@ -30,14 +31,19 @@ def rewrite_pass(
     min_mac_reduction: float = 1.2,
     group: Sequence[int] | None = None,
     include_dense: bool = True,
+    fuse_epilogue: bool = True,
 ) -> tvm.transform.Pass:
     """The pipeline's graph rewrite with its defaults (tuning extracts tasks with the same):
-    batch norm folded into conv3d weights, then pruned conv3d to the KGS operator."""
-    return tvm.transform.Sequential([
+    batch norm folded into conv3d weights, pruned conv3d to the KGS operator, and the
+    bias / residual add / ReLU that follow fused into it."""
+    passes = [
         FoldBatchNormToConv3D(),
         RewriteKGSConv3D(min_mac_reduction=min_mac_reduction, group=group,
                          include_dense=include_dense),
-    ], name="RT3DRewrite")
+    ]
+    if fuse_epilogue:
+        passes.append(FuseKGSConv3DEpilogue())
+    return tvm.transform.Sequential(passes, name="RT3DRewrite")
 
 
 def _apply_database(database) -> tvm.transform.Pass:
@@ -94,6 +100,7 @@ def rt3d_pipeline(
     group: Sequence[int] | None = None,
     include_dense: bool = True,
     database=None,
+    fuse_epilogue: bool = True,
 ) -> tvm.transform.Pass:
     """The RT3D compilation pipeline.
 
@@ -110,8 +117,11 @@ def rt3d_pipeline(
     database : meta_schedule.Database or path, optional
         Tuning records (``rt3d tune``); a path is opened with
         :func:`rt3d_passes.tuning.open_database`, which refuses a database of another target.
+    fuse_epilogue : bool
+        Fuse bias, residual add and ReLU into the KGS operator
+        (:class:`~rt3d_passes.FuseKGSConv3DEpilogue`).
     """
-    rewrite = rewrite_pass(min_mac_reduction, group, include_dense)
+    rewrite = rewrite_pass(min_mac_reduction, group, include_dense, fuse_epilogue)
     if target is not None:
         target = target if isinstance(target, Target) else Target(target)
         if isinstance(database, str | os.PathLike):

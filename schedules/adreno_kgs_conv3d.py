@@ -32,7 +32,7 @@ from tvm.target import Target
 
 from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR, KGS_CONV3D_BLOCK
 
-from .utils import largest_divisor, producers_named, tile
+from .utils import inline_epilogue, largest_divisor, producers_named, tile
 
 __all__ = ["KGSConv3DAdreno", "adreno_space", "schedule_kgs_conv3d_adreno"]
 
@@ -187,6 +187,7 @@ def schedule_kgs_conv3d_adreno(
         sch.reverse_compute_inline(crop)
     # accumulators as [w][m]: the channel vector is contiguous, so it stays a float4 register
     sch.transform_layout(acc, ("read", 0), lambda n_, m_, d_, h_, w_: (n_, d_, h_, w_, m_))
+    inline_epilogue(sch, acc)  # bias / residual / ReLU applied by the write-back
     if stage_weights:
         for name in ("values", "offsets"):
             cached = sch.cache_read(blk, _read_index(sch, blk, name), "shared")

@@ -30,7 +30,7 @@ from rt3d_passes.kgs_conv3d import (
     KGS_STRIDES_ATTR,
 )
 
-from .utils import largest_divisor, producers_named, tile
+from .utils import inline_epilogue, largest_divisor, producers_named, tile
 
 __all__ = [
     "is_kgs_conv3d",
@@ -162,6 +162,9 @@ def schedule_kgs_conv3d_cpu(
         sch.reorder(n, g, d, ho, wo, t, *inner)
     acc = sch.cache_write(blk, 0, "local")
     sch.reverse_compute_at(acc, wo, preserve_unit_loops=True)
+    # a fused bias / residual / ReLU epilogue is applied by the write-back of the register
+    # tile (or by the crop of a partial last group, a separate loop below)
+    inline_epilogue(sch, (_consumers_named(sch, acc, "kgs_crop") or [acc])[0])
     outer = sch.fuse(n, d, ho) if rows_outer else sch.fuse(n, g, d, ho)
     sch.parallel(outer)
     # vectorize/unroll before decompose_reduction (it needs a complete block)

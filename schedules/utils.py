@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-__all__ = ["largest_divisor", "producers_named", "tile"]
+__all__ = ["inline_epilogue", "largest_divisor", "producers_named", "tile"]
+
+#: Name of the fused epilogue block (``rt3d_passes.kgs_conv3d_epilogue.KGS_EPILOGUE_BLOCK``).
+EPILOGUE_BLOCK = "kgs_epilogue"
 
 
 def largest_divisor(n: int, cap: int) -> int:
@@ -26,3 +29,11 @@ def tile(sch: s_tir.Schedule, loop, max_inner: int, inner: int | None):
 def producers_named(sch: s_tir.Schedule, block, name: str) -> list:
     """Producer blocks of ``block`` whose name is ``name``."""
     return [b for b in sch.get_producers(block) if sch.get(b).name_hint == name]
+
+
+def inline_epilogue(sch: s_tir.Schedule, block) -> None:
+    """Inline the fused epilogue (bias, residual, ReLU) into ``block``, its producer, so the
+    output is computed where ``block`` writes it; nothing happens without an epilogue."""
+    for consumer in sch.get_consumers(block):
+        if sch.get(consumer).name_hint == EPILOGUE_BLOCK:
+            sch.reverse_compute_inline(consumer)

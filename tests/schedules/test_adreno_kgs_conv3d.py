@@ -127,6 +127,39 @@ def test_pocl_matches_torch(rng, name, rate, variant):
     assert_close_rel(out, conv3d_reference(x, w, geo.strides, geo.padding), 1e-5)
 
 
+@pytest.mark.opencl
+@pytest.mark.skipif(bool(_NO_OPENCL), reason=_NO_OPENCL or "OpenCL available")
+@pytest.mark.parametrize("name", ["3x3x3", "1x3x3s2_gm8"])
+def test_pocl_fused_epilogue_matches_torch(rng, name):
+    """relu(conv + bias + residual) with the epilogue applied by the write-back (and, for the
+    partial group, by the inlined crop)."""
+    from rt3d_passes.kgs_conv3d import kgs_conv3d_attrs
+    from rt3d_passes.kgs_conv3d_epilogue import kgs_conv3d_epilogue_te
+
+    _, w, packed, geo = _layer(rng, name, 0.85)
+    m = w.shape[0]
+    out_shape = geo.output_shape(m)
+    x_t = te.placeholder(geo.input_shape, "float32", name="x")
+    v_t = te.placeholder(packed.values.shape, "float32", name="values")
+    o_t = te.placeholder(packed.values.shape[:2], "int32", name="offsets")
+    b_t = te.placeholder((m,), "float32", name="bias")
+    r_t = te.placeholder(out_shape, "float32", name="residual")
+    y_t = kgs_conv3d_epilogue_te(x_t, v_t, o_t, b_t, r_t, out_channels=m, kernel=geo.kernel,
+                                 strides=geo.strides, padding=geo.padding,
+                                 dilation=geo.dilation, bias=True, residual=True, relu=True)
+    func = te.create_prim_func([x_t, v_t, o_t, b_t, r_t, y_t]).with_attrs(
+        {"global_symbol": "main", **kgs_conv3d_attrs(geo, packed.group[0])})
+    sch = schedule_kgs_conv3d_adreno(s_tir.Schedule(func))
+    x = rng.standard_normal(geo.input_shape).astype(np.float32)
+    b = rng.standard_normal(m).astype(np.float32)
+    r = rng.standard_normal(out_shape).astype(np.float32)
+    y = np.full(out_shape, np.nan, np.float32)
+    out = opencl_program(sch.mod, ADRENO).run(
+        x, packed.values, column_offsets(packed, geo), b, r, y)[-1]
+    ref = conv3d_reference(x, w, geo.strides, geo.padding) + b[None, :, None, None, None] + r
+    assert_close_rel(out, np.maximum(ref, 0), 1e-5)
+
+
 @pytest.mark.tuning
 def test_metaschedule_space_passes_gpu_postprocs(rng):
     from tvm.s_tir import meta_schedule as ms

@@ -1,0 +1,219 @@
+"""A compiler pass that fuses bias, residual add and ReLU into RT3D's KGS conv3d calls."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import tvm
+from tvm import IRModule, relax
+
+from .conv3d_analysis import _static_shape
+from .kgs_conv3d import KGS_CONV3D_ATTR, KGS_GEOMETRY_ATTR
+from .kgs_conv3d_epilogue import kgs_conv3d_epilogue_te
+
+__all__ = ["FuseKGSConv3DEpilogue"]
+
+_CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+_ADD = tvm.ir.Op.get("relax.add")
+_RELU = tvm.ir.Op.get("relax.nn.relu")
+_RESHAPE = tvm.ir.Op.get("relax.reshape")
+
+
+@tvm.transform.module_pass(opt_level=0, name="FuseKGSConv3DEpilogue")
+class FuseKGSConv3DEpilogue:
+    """Fuse the elementwise ops that follow a KGS conv3d call into the operator.
+
+    A chain ``call_tir(kgs_conv3d, ...)`` → ``R.add(., bias)`` → ``R.add(., residual)`` →
+    ``R.nn.relu(.)`` (each step optional, in this order; ``bias`` a constant with one value
+    per output channel, ``residual`` any tensor of the output's shape) becomes one call of
+    :func:`rt3d_passes.kgs_conv3d_epilogue.kgs_conv3d_epilogue_te`. A step is only fused when
+    the value before it has no other user, so nothing is computed twice. The result keeps
+    the chain's last variable; the replaced PrimFuncs are removed.
+
+    Notes
+    -----
+    Run it after :class:`~rt3d_passes.RewriteKGSConv3D` and before ``LegalizeOps``. Torch's
+    conv bias, folded batch norm (:class:`~rt3d_passes.FoldBatchNormToConv3D`) and
+    ResNet-style ``relu(conv(x) + b + identity)`` blocks all take this form.
+    """
+
+    def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
+        """IRModule-level transformation"""
+        chains = {g_var: _find_chains(mod, func) for g_var, func in mod.functions_items()
+                  if isinstance(func, relax.Function)}
+        chains = {g_var: found for g_var, found in chains.items() if found}
+        if not chains:
+            return mod
+        # operators every call of which gets fused go first, so the fused ones take their
+        # names (kgs_conv3d, not kgs_conv3d1)
+        fused_calls = Counter(c.call.args[0] for found in chains.values() for c in found)
+        replaced = [gv for gv, n in fused_calls.items() if _call_count(mod, gv) == n]
+        fuser = _EpilogueFuser(IRModule({gv: f for gv, f in mod.functions_items()
+                                         if gv not in replaced}, attrs=mod.attrs))
+        for g_var, found in chains.items():
+            fuser.chains = {c.end: c for c in found}
+            fuser.dead = {v for c in found for v in c.dead}
+            fuser.builder_.update_func(g_var, fuser.visit_expr(mod[g_var]))
+        return fuser.builder_.get()
+
+
+@dataclasses.dataclass
+class _Chain:
+    """One fusable chain: the KGS call, its epilogue, the bindings it replaces."""
+
+    call: relax.Call  # call_tir(kgs_conv3d, (x, values, offsets))
+    func: tvm.tirx.PrimFunc
+    end: relax.Var  # the variable that holds the fused result
+    dead: list[relax.Var]  # variables whose bindings disappear
+    bias: np.ndarray | None = None
+    residual: relax.Expr | None = None
+    relu: bool = False
+
+
+@relax.expr_functor.visitor
+class _UseCounter(relax.PyExprVisitor):
+    """How often every variable is read (definitions do not count)."""
+
+    def __init__(self):
+        super().__init__()
+        self.uses: Counter = Counter()
+
+    def visit_var_(self, var: relax.Var) -> None:
+        self.uses[var] += 1
+
+    def visit_dataflow_var_(self, var: relax.DataflowVar) -> None:
+        self.uses[var] += 1
+
+
+def _channel_bias(expr: relax.Expr, out_shape: tuple[int, ...],
+                  values: dict[relax.Var, relax.Expr]) -> np.ndarray | None:
+    """``expr`` as a ``[M]`` array if it is a constant holding one value per output channel:
+    a ``[1, M, 1, 1, 1]`` / ``[M, 1, 1, 1]`` constant, or ``R.reshape`` of an ``[M]`` one
+    (how the torch importer adds a conv bias)."""
+    m = out_shape[1]
+    if _static_shape(expr) not in {(1, m, 1, 1, 1), (m, 1, 1, 1)}:
+        return None
+    value = values.get(expr, expr) if isinstance(expr, relax.Var) else expr
+    if isinstance(value, relax.Call) and value.op.same_as(_RESHAPE):
+        value = value.args[0]
+    if not isinstance(value, tvm.ir.expr.Constant):
+        return None
+    data = value.value.numpy()
+    if data.size != m or data.dtype != np.float32:
+        return None
+    return data.reshape(m)
+
+
+def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
+    counter = _UseCounter()
+    counter.visit_expr(func)
+    uses = counter.uses
+    bindings = [b for block in func.body.blocks for b in block.bindings
+                if isinstance(b, relax.VarBinding)]
+    values = {b.var: b.value for b in bindings}
+    consumer: dict[relax.Var, relax.VarBinding] = {}
+    for b in bindings:
+        if isinstance(b.value, relax.Call):
+            for arg in b.value.args:
+                if isinstance(arg, relax.Var):
+                    consumer.setdefault(arg, b)
+    chains = []
+    claimed: set[relax.Var] = set()  # bindings already fused into a chain
+    for b in bindings:
+        call = b.value
+        if not (isinstance(call, relax.Call) and call.op.same_as(_CALL_TIR)
+                and isinstance(call.args[0], relax.GlobalVar)):
+            continue
+        prim = mod[call.args[0]]
+        if not (isinstance(prim, tvm.tirx.PrimFunc) and prim.attrs
+                and KGS_CONV3D_ATTR in prim.attrs and KGS_GEOMETRY_ATTR in prim.attrs):
+            continue
+        out_shape = _static_shape(b.var)
+        if out_shape is None:
+            continue
+        chain = _Chain(call=call, func=prim, end=b.var, dead=[])
+        stage = 0  # 0: bias may follow, 1: residual may follow, 2: relu may follow
+        while uses[chain.end] == 1 and chain.end in consumer:
+            nxt = consumer[chain.end]
+            if nxt.var in claimed:
+                # a residual add that another chain (the other branch) already took
+                break
+            value = nxt.value
+            if value.op.same_as(_ADD) and stage <= 1:
+                other = value.args[1] if value.args[0].same_as(chain.end) else value.args[0]
+                bias = _channel_bias(other, out_shape, values) if stage == 0 else None
+                if bias is not None:
+                    chain.bias, stage = bias, 1
+                elif _static_shape(other) == out_shape and not other.same_as(chain.end):
+                    chain.residual, stage = other, 2
+                else:
+                    break
+            elif value.op.same_as(_RELU) and stage <= 2:
+                chain.relu, stage = True, 3
+            else:
+                break
+            chain.dead.append(chain.end)
+            chain.end = nxt.var
+            if stage == 3:
+                break
+        if chain.dead:
+            chains.append(chain)
+            claimed.update(chain.dead[1:])
+            claimed.add(chain.end)
+    return chains
+
+
+@relax.expr_functor.mutator
+class _EpilogueFuser(relax.PyExprMutator):
+    """Drops the chains' inner bindings and rebinds each chain's last variable."""
+
+    def __init__(self, mod: IRModule):
+        super().__init__(mod)
+        self.chains: dict[relax.Var, _Chain] = {}
+        self.dead: set[relax.Var] = set()
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        if binding.var in self.dead:
+            return  # read only by the next step of its chain, which is fused
+        chain = self.chains.get(binding.var)
+        if chain is None:
+            super().visit_var_binding_(binding)
+            return
+        self.builder_.emit_normalized(relax.VarBinding(binding.var, self._fused(chain)))
+
+    def _fused(self, chain: _Chain) -> relax.Expr:
+        x, values, offsets = (self.visit_expr(a) for a in chain.call.args[1].fields)
+        geo = [int(v) for v in chain.func.attrs[KGS_GEOMETRY_ATTR]]
+        extra = []
+        if chain.bias is not None:
+            extra.append(relax.const(chain.bias))
+        if chain.residual is not None:
+            extra.append(self.visit_expr(chain.residual))
+        attrs = {str(k): v for k, v in chain.func.attrs.items()
+                 if str(k) not in ("global_symbol",)}
+        call = self.builder_.call_te(
+            kgs_conv3d_epilogue_te, x, values, offsets, *extra,
+            out_channels=_static_shape(chain.end)[1], kernel=geo[0:3], strides=geo[3:6],
+            padding=geo[6:12], dilation=geo[12:15], bias=chain.bias is not None,
+            residual=chain.residual is not None, relu=chain.relu,
+            primfunc_name_hint=chain.call.args[0].name_hint, primfunc_attrs=attrs,
+        )
+        return self.builder_.normalize(call)
+
+
+def _call_count(mod: IRModule, gv: relax.GlobalVar) -> int:
+    """How many times the Relax functions of ``mod`` refer to ``gv``."""
+    count = 0
+
+    @relax.expr_functor.visitor
+    class _Refs(relax.PyExprVisitor):
+        def visit_global_var_(self, ref: relax.GlobalVar) -> None:
+            nonlocal count
+            count += ref.same_as(gv)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            _Refs().visit_expr(func)
+    return count

@@ -1,0 +1,167 @@
+"""FuseKGSConv3DEpilogue: structure (Before/Expected), chains it must not take, numerics."""
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+import rt3d_passes
+from rt3d_passes import sparsity as S
+from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs
+from rt3d_passes.kgs_conv3d_epilogue import KGS_EPILOGUE_BLOCK, kgs_conv3d_epilogue_te
+from rt3d_passes.testing import structured_weight
+from tests.conftest import assert_close_rel, run_vm
+
+X_SHAPE = (1, 16, 4, 8, 8)
+
+
+def _conv(bb, h, w):
+    return bb.emit(relax.op.nn.conv3d(h, relax.const(w), padding=(1, 1, 1)))
+
+
+def _bias_add(bb, h, b, reshaped=True):
+    """Torch's importer adds a bias as ``R.add(conv, R.reshape(b, [1, M, 1, 1, 1]))``."""
+    if reshaped:
+        bias = bb.emit(relax.op.reshape(relax.const(b), (1, b.size, 1, 1, 1)))
+    else:
+        bias = relax.const(b.reshape(1, -1, 1, 1, 1))
+    return bb.emit(relax.op.add(h, bias))
+
+
+def _rewrite_and_fuse(mod):
+    return tvm.transform.Sequential([rt3d_passes.RewriteKGSConv3D(group=(8, 4)),
+                                     rt3d_passes.FuseKGSConv3DEpilogue()])(mod)
+
+
+def _ops(mod) -> list[str]:
+    """Relax ops called in main, in order (call_tir counted by name)."""
+    names = []
+
+    @relax.expr_functor.visitor
+    class _V(relax.PyExprVisitor):
+        def visit_call_(self, call):
+            names.append(str(call.op.name) if hasattr(call.op, "name") else str(call.op))
+            for a in call.args:
+                self.visit_expr(a)
+
+    _V().visit_expr(mod["main"])
+    return names
+
+
+def test_conv_bias_relu_becomes_one_call(rng):
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.75, (8, 4), rng)
+    b = rng.standard_normal(32).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.nn.relu(_bias_add(bb, _conv(bb, x, w), b, reshaped=False)))
+            out = bb.emit_output(h)
+        bb.emit_func_output(out)
+    after = _rewrite_and_fuse(bb.get())
+
+    packed = S.compact(w, (8, 4))
+    geo = Conv3DGeometry(X_SHAPE, (3, 3, 3), padding=(1, 1, 1))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(bb.call_te(
+                kgs_conv3d_epilogue_te, x, relax.const(packed.values),
+                relax.const(column_offsets(packed, geo)), relax.const(b), out_channels=32,
+                kernel=[3, 3, 3], strides=[1, 1, 1], padding=list(geo.padding),
+                dilation=[1, 1, 1], bias=True, residual=False, relu=True,
+                primfunc_name_hint="kgs_conv3d", primfunc_attrs=kgs_conv3d_attrs(geo, 8)))
+            out = bb.emit_output(h)
+        bb.emit_func_output(out)
+    expected = bb.get()
+
+    assert relax.analysis.check_well_formed(after)
+    tvm.ir.assert_structural_equal(after, expected)
+
+
+def _block_names(func) -> str:
+    return func.script()  # blocks print as T.sblock("name")
+
+
+def _residual_block(rng, m=16, reshaped=True, rate=0.8):
+    """relu(conv2(relu(conv1(x) + b1)) + b2 + x): a ResNet basic block."""
+    w1 = structured_weight((m, 16, 3, 3, 3), "kgs", rate, (8, 4), rng)
+    w2 = structured_weight((16, m, 3, 3, 3), "kgs", rate, (8, 4), rng)
+    b1, b2 = (rng.standard_normal(n).astype(np.float32) for n in (m, 16))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = bb.emit(relax.op.nn.relu(_bias_add(bb, _conv(bb, x, w1), b1, reshaped)))
+            h = _bias_add(bb, _conv(bb, h, w2), b2, reshaped)
+            out = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(h, x)))))
+        bb.emit_func_output(out)
+
+    def reference(x_np):
+        f = torch.nn.functional
+        t = torch.from_numpy(x_np)
+        h = f.relu(f.conv3d(t, torch.from_numpy(w1), torch.from_numpy(b1), padding=1))
+        return f.relu(f.conv3d(h, torch.from_numpy(w2), torch.from_numpy(b2), padding=1)
+                      + t).numpy()
+
+    return bb.get(), reference
+
+
+@pytest.mark.parametrize("m", [16, 45], ids=["whole-groups", "edge-group-crop"])
+def test_residual_block_fuses_and_matches_torch(rng, m):
+    before, reference = _residual_block(rng, m)
+    after = _rewrite_and_fuse(before)
+    assert relax.analysis.check_well_formed(after)
+    ops = _ops(after)
+    assert ops.count("relax.call_tir") == 2
+    assert not {"relax.add", "relax.nn.relu"} & set(ops), ops
+    prims = [f for f in after.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(prims) == 2  # the unfused operators are gone
+    assert all(f'sblock("{KGS_EPILOGUE_BLOCK}")' in _block_names(f) for f in prims)
+    x = rng.standard_normal(X_SHAPE).astype(np.float32)
+    assert_close_rel(run_vm(before, x), reference(x), 1e-5)
+
+
+def test_shared_intermediate_is_not_fused(rng):
+    """conv + b is read twice: only the bias joins the operator, the ReLU and the add stay
+    (fusing further would compute the convolution twice)."""
+    w = structured_weight((16, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
+    b = rng.standard_normal(16).astype(np.float32)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            h = _bias_add(bb, _conv(bb, x, w), b)
+            out = bb.emit_output(bb.emit(relax.op.add(bb.emit(relax.op.nn.relu(h)), h)))
+        bb.emit_func_output(out)
+    before = bb.get()
+    after = _rewrite_and_fuse(before)
+    ops = _ops(after)
+    assert ops.count("relax.call_tir") == 1 and "relax.nn.relu" in ops
+    assert ops.count("relax.add") == 1
+    x = rng.standard_normal(X_SHAPE).astype(np.float32)
+    f = torch.nn.functional
+    y = f.conv3d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=1)
+    assert_close_rel(run_vm(before, x), (f.relu(y) + y).numpy(), 1e-5)
+
+
+def test_without_kgs_calls_module_is_unchanged(rng):
+    w = structured_weight((16, 16, 3, 3, 3), "dense", 0, rng=rng)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.nn.relu(_conv(bb, x, w))))
+        bb.emit_func_output(out)
+    before = bb.get()
+    tvm.ir.assert_structural_equal(rt3d_passes.FuseKGSConv3DEpilogue()(before), before)
+
+
+def test_pipeline_without_fusion_matches(rng):
+    before, reference = _residual_block(rng)
+    target = rt3d_passes.host_target()
+    pipeline = relax.get_pipeline("rt3d", target=target, fuse_epilogue=False)
+    x = rng.standard_normal(X_SHAPE).astype(np.float32)
+    assert_close_rel(run_vm(before, x, pipeline), reference(x), 1e-5)
