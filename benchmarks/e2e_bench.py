@@ -192,6 +192,7 @@ def run_single(args) -> dict[str, Any]:
 
     from benchmarks.e2e import report
     from benchmarks.e2e.models import PAPER, build_models
+    from benchmarks.peers.timing import sgemm_ceiling
     from rt3d_passes.threads import set_num_threads
 
     args.threads_now = args.thread_list[0]
@@ -206,9 +207,11 @@ def run_single(args) -> dict[str, Any]:
               f"{args.threads_now} thread(s) ...", flush=True)
         time_rows(args, rows, runners, models.x.numpy())
         load_after = load_info()
+        ceiling = sgemm_ceiling()  # same run, same load: what a direct kernel can reach
         entry = {"threads": args.threads_now, "rows": rows, "speedups": report.speedups(rows),
                  "paired_speedups": report.paired_speedups(rows),
-                 "bars": report.bars(args.zoo_model, models.macs, rows),
+                 "bars": report.bars(args.zoo_model, models.macs, rows, ceiling),
+                 "sgemm_ceiling_gmacs": ceiling,
                  "load_before": load_before, "load_after": load_after}
         print_entry(args, models, entry)
         extras = run_extras(args, models, builds, Path(tmp))

@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/schedule_bench.py` puts only benchmarks/ on it
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.peers.timing import median_ms, run_interleaved  # noqa: E402
+from benchmarks.peers.timing import median_ms, run_interleaved, sgemm_ceiling  # noqa: E402
 from rt3d_passes.environment import write_result  # noqa: E402
 from rt3d_passes.target import host_target  # noqa: E402
 from rt3d_passes.testing import structured_weight  # noqa: E402
@@ -59,15 +59,6 @@ C3D_LAYERS = {
 }
 #: The paper's C3D 3.6x preset: fraction of KGS columns pruned per layer.
 PAPER_RATES = {"conv2": 0.85, "conv3a": 0.8, "conv3b": 0.85, "conv4b": 0.8}
-
-
-def sgemm_ceiling(n: int = 2048, runs: int = 5) -> float:
-    """Dense GEMM throughput of numpy's BLAS on this machine (G MAC/s, best of ``runs``)."""
-    a = np.random.rand(n, n).astype(np.float32)
-    b = np.random.rand(n, n).astype(np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(runs))
-    return n**3 / best / 1e9
 
 
 def _timed(fn) -> float:

@@ -89,3 +89,17 @@ def busy_cores(seconds: float = 0.5) -> float:
         return float("nan")
     busy = 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
     return busy * (os.cpu_count() or 1)
+
+
+def sgemm_ceiling(n: int = 2048, runs: int = 5) -> float:
+    """Dense fp32 GEMM throughput of numpy's BLAS here (G MAC/s, best of ``runs``): what a
+    direct (non-Winograd) kernel can reach at most on this machine."""
+    a = np.random.rand(n, n).astype(np.float32)
+    b = np.random.rand(n, n).astype(np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return n**3 / best / 1e9

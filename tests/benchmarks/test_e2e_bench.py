@@ -125,3 +125,17 @@ def test_cli_bench_needs_checkout(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     monkeypatch.setattr(rt3d_passes, "__file__", str(tmp_path / "pkg" / "__init__.py"))
     assert main(["bench", "--model", "c3d"]) == 2
     assert "rt3d bench needs the source checkout" in capsys.readouterr().err
+
+
+def test_mnn_bar_states_the_ceiling_bound() -> None:
+    """The C3D MNN bar says how fast a direct kernel could be at best in the same run."""
+    from benchmarks.e2e import report
+
+    rows = [{"name": "mnn", "median_ms": 250.0}, {"name": "RT3D dense", "median_ms": 450.0},
+            {"name": "RT3D sparse", "median_ms": 150.0}]
+    macs = {"dense_gmacs": 38.5, "kept_gmacs": 10.0, "pruning_rate": 3.85}
+    mnn_bar = next(b for b in report.bars("c3d", macs, rows, ceiling_gmacs=100.0)
+                   if "MNN" in b["bar"] and "other" not in b["bar"])
+    # 10 G MACs at 100 G MAC/s = 100 ms, so at most 250 / 100 = 2.50x over MNN
+    assert "take 100 ms" in mnn_bar["detail"] and "at most 2.50x" in mnn_bar["detail"]
+    assert not mnn_bar["holds"] and mnn_bar["measured"] == pytest.approx(250 / 150)
