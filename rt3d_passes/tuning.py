@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -218,17 +219,25 @@ def open_database(work_dir: str | os.PathLike, target: Target, create: bool = Fa
     work = Path(work_dir)
     tag = work / _TARGET_FILE
     key = _target_key(target)
+    cores = int(target.attrs.get("num-cores", 0))
     if tag.exists():
         try:
-            saved = json.loads(tag.read_text())["target"]
-        except (ValueError, KeyError) as err:
+            info = json.loads(tag.read_text())
+            saved = info["target"]
+        except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{tag}: corrupt target file ({err})") from None
         if saved != key:
             raise ValueError(f"tuning database {work} was tuned for target {saved}, not {key}; "
                              "use one --work-dir per target")
+        tuned_cores = int(info.get("num_cores", 0))
+        if tuned_cores and cores and tuned_cores != cores:
+            # parallel granularity and loop order were chosen for another thread count
+            warnings.warn(f"tuning database {work} was measured with {tuned_cores} thread(s); "
+                          f"this target runs {cores}: its schedules may not be the fastest",
+                          RuntimeWarning, stacklevel=2)
     elif create:
         work.mkdir(parents=True, exist_ok=True)
-        tag.write_text(json.dumps({"target": key}))
+        tag.write_text(json.dumps({"target": key, "num_cores": cores}))
     else:
         raise FileNotFoundError(f"no RT3D tuning database in {work} (run `rt3d tune` first)")
     try:

@@ -59,6 +59,17 @@ def test_database_remembers_its_target(tmp_path):
         open_database(tmp_path / "missing", host_target())
 
 
+def test_database_warns_about_another_thread_count(tmp_path):
+    open_database(tmp_path / "db", host_target(2), create=True)
+    with pytest.warns(RuntimeWarning, match="measured with 2 thread"):
+        open_database(tmp_path / "db", host_target(1))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        open_database(tmp_path / "db", host_target(2))  # same count: silent
+
+
 def test_corrupt_database_is_a_clear_error(tmp_path):
     work = tmp_path / "db"
     open_database(work, host_target(), create=True)
