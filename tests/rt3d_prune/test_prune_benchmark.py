@@ -32,5 +32,10 @@ def test_quick_benchmark_pipeline(tmp_path):
         assert 0.0 <= row["top1"] <= 1.0
         assert row["mac_reduction"] == pytest.approx(3.6, rel=0.1)
         assert row["pruned_fractions"]["conv2"] > 0.8
+        # the heuristic prunes the dense weights: the preset's groups hold much of their norm
+        assert 0.0 <= row["pruned_energy"] <= 1.0
+        if row["method"] == "heuristic":
+            assert row["pruned_energy"] > 0.2
+    assert saved["complete"] and len(saved["loadavg_start"]) == 3
     text = bench.table(result)
     assert "reweighted" in text and "dense" in text
