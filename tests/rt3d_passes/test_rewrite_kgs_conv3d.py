@@ -161,3 +161,26 @@ def test_group_that_does_not_fit_is_reported(rng):
 def test_bad_pass_options():
     with pytest.raises(ValueError, match="min_mac_reduction"):
         rt3d_passes.RewriteKGSConv3D(min_mac_reduction=0.5)
+
+
+@pytest.mark.parametrize("strides", [(2, 2, 2), (1, 2, 2)])
+def test_strided_1x1x1_is_sliced_then_unit_stride(rng, strides):
+    """ResNet downsampling: the input is sliced first and the operator runs at unit stride."""
+    x_shape = (1, 16, 5, 9, 8)  # odd extents: the slice keeps the last voxel like the conv
+    w = structured_weight((24, 16, 1, 1, 1), "kgs", 0.5, (8, 4), rng)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.nn.conv3d(x, relax.const(w),
+                                                            strides=strides)))
+        bb.emit_func_output(out)
+    before = bb.get()
+    after = rt3d_passes.RewriteKGSConv3D(group=(8, 4))(before)
+    assert relax.analysis.check_well_formed(after)
+    script = after.script()
+    assert "R.strided_slice" in script
+    (prim,) = [f for f in after.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert [int(s) for s in prim.attrs["rt3d.strides"]] == [1, 1, 1]
+    xin = rng.standard_normal(x_shape).astype(np.float32)
+    assert_close_rel(run_vm(before, xin), conv3d_reference(xin, w, strides), 1e-5)
