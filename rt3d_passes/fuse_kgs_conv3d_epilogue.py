@@ -121,7 +121,11 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
                     consumer.setdefault(arg, b)
     chains = []
     claimed: set[relax.Var] = set()  # bindings already fused into a chain
-    for b in bindings:
+    # later calls first: where two branches meet in a residual add, the branch computed last
+    # takes it (its operand from the other branch already exists), so the fused calls keep
+    # the order of the original convolutions (a downsample branch taking the add would move
+    # its conv after the main branch's)
+    for b in reversed(bindings):
         call = b.value
         if not (isinstance(call, relax.Call) and call.op.same_as(_CALL_TIR)
                 and isinstance(call.args[0], relax.GlobalVar)):
