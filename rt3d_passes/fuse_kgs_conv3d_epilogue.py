@@ -49,7 +49,8 @@ class FuseKGSConv3DEpilogue:
         # operators every call of which gets fused go first, so the fused ones take their
         # names (kgs_conv3d, not kgs_conv3d1)
         fused_calls = Counter(c.call.args[0] for found in chains.values() for c in found)
-        replaced = [gv for gv, n in fused_calls.items() if _call_count(mod, gv) == n]
+        refs = _global_refs(mod)
+        replaced = [gv for gv, n in fused_calls.items() if refs[gv] == n]
         fuser = _EpilogueFuser(IRModule({gv: f for gv, f in mod.functions_items()
                                          if gv not in replaced}, attrs=mod.attrs))
         for g_var, found in chains.items():
@@ -207,17 +208,16 @@ class _EpilogueFuser(relax.PyExprMutator):
         return self.builder_.normalize(call)
 
 
-def _call_count(mod: IRModule, gv: relax.GlobalVar) -> int:
-    """How many times the Relax functions of ``mod`` refer to ``gv``."""
-    count = 0
+def _global_refs(mod: IRModule) -> Counter:
+    """How many times the Relax functions of ``mod`` refer to each global."""
+    refs: Counter = Counter()
 
     @relax.expr_functor.visitor
     class _Refs(relax.PyExprVisitor):
-        def visit_global_var_(self, ref: relax.GlobalVar) -> None:
-            nonlocal count
-            count += ref.same_as(gv)
+        def visit_global_var_(self, gv: relax.GlobalVar) -> None:
+            refs[gv] += 1
 
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
             _Refs().visit_expr(func)
-    return count
+    return refs
