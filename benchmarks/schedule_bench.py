@@ -22,7 +22,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 # before torch loads libgomp: spinning OpenMP workers would steal the cores from the
@@ -59,12 +58,6 @@ C3D_LAYERS = {
 }
 #: The paper's C3D 3.6x preset: fraction of KGS columns pruned per layer.
 PAPER_RATES = {"conv2": 0.85, "conv3a": 0.8, "conv3b": 0.85, "conv4b": 0.8}
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def _conv_module(x_shape, w: np.ndarray) -> tvm.IRModule:

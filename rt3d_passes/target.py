@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 import tvm
 from tvm.target import Target
+
+from .threads import available_cpus
 
 __all__ = ["TARGET_NAMES", "get_target", "host_target", "kryo_target"]
 
@@ -18,7 +18,7 @@ def host_target(num_cores: int | None = None) -> Target:
     ``mcpu`` is set to the host CPU: without it LLVM emits baseline x86-64 (SSE2), half the
     vector width of AVX2.
     """
-    cores = num_cores or len(os.sched_getaffinity(0))
+    cores = num_cores or available_cpus()
     return Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
                    "num-cores": int(cores)})
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-__all__ = ["inline_epilogue", "largest_divisor", "producers_named", "tile"]
+from rt3d_passes.kgs_conv3d_epilogue import KGS_EPILOGUE_BLOCK
 
-#: Name of the fused epilogue block (``rt3d_passes.kgs_conv3d_epilogue.KGS_EPILOGUE_BLOCK``).
-EPILOGUE_BLOCK = "kgs_epilogue"
+__all__ = ["inline_epilogue", "largest_divisor", "producers_named", "tile"]
 
 
 def largest_divisor(n: int, cap: int) -> int:
@@ -35,5 +34,5 @@ def inline_epilogue(sch: s_tir.Schedule, block) -> None:
     """Inline the fused epilogue (bias, residual, ReLU) into ``block``, its producer, so the
     output is computed where ``block`` writes it; nothing happens without an epilogue."""
     for consumer in sch.get_consumers(block):
-        if sch.get(consumer).name_hint == EPILOGUE_BLOCK:
+        if sch.get(consumer).name_hint == KGS_EPILOGUE_BLOCK:
             sch.reverse_compute_inline(consumer)
