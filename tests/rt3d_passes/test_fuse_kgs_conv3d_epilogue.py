@@ -16,6 +16,17 @@ from tests.conftest import assert_close_rel, run_vm
 X_SHAPE = (1, 16, 4, 8, 8)
 
 
+def _main(build) -> tvm.IRModule:
+    """``main(x)``: one dataflow block whose output is ``build(bb, x)`` (an emitted var)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
 def _conv(bb, h, w):
     return bb.emit(relax.op.nn.conv3d(h, relax.const(w), padding=(1, 1, 1)))
 
@@ -52,37 +63,24 @@ def _ops(mod) -> list[str]:
 def test_conv_bias_relu_becomes_one_call(rng):
     w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.75, (8, 4), rng)
     b = rng.standard_normal(32).astype(np.float32)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            h = bb.emit(relax.op.nn.relu(_bias_add(bb, _conv(bb, x, w), b, reshaped=False)))
-            out = bb.emit_output(h)
-        bb.emit_func_output(out)
-    after = _rewrite_and_fuse(bb.get())
+    after = _rewrite_and_fuse(_main(lambda bb, x: bb.emit(relax.op.nn.relu(
+        _bias_add(bb, _conv(bb, x, w), b, reshaped=False)))))
 
     packed = S.compact(w, (8, 4))
     geo = Conv3DGeometry(X_SHAPE, (3, 3, 3), padding=(1, 1, 1))
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            h = bb.emit(bb.call_te(
-                kgs_conv3d_epilogue_te, x, relax.const(packed.values),
-                relax.const(column_offsets(packed, geo)), relax.const(b), out_channels=32,
-                kernel=[3, 3, 3], strides=[1, 1, 1], padding=list(geo.padding),
-                dilation=[1, 1, 1], bias=True, residual=False, relu=True,
-                primfunc_name_hint="kgs_conv3d", primfunc_attrs=kgs_conv3d_attrs(geo, 8)))
-            out = bb.emit_output(h)
-        bb.emit_func_output(out)
-    expected = bb.get()
+    expected = _main(lambda bb, x: bb.emit(bb.call_te(
+        kgs_conv3d_epilogue_te, x, relax.const(packed.values),
+        relax.const(column_offsets(packed, geo)), relax.const(b), out_channels=32,
+        kernel=[3, 3, 3], strides=[1, 1, 1], padding=list(geo.padding),
+        dilation=[1, 1, 1], bias=True, residual=False, relu=True,
+        primfunc_name_hint="kgs_conv3d", primfunc_attrs=kgs_conv3d_attrs(geo, 8))))
 
     assert relax.analysis.check_well_formed(after)
     tvm.ir.assert_structural_equal(after, expected)
 
 
-def _block_names(func) -> str:
-    return func.script()  # blocks print as T.sblock("name")
+def _has_epilogue(func) -> bool:
+    return f'sblock("{KGS_EPILOGUE_BLOCK}")' in func.script()
 
 
 def _residual_block(rng, m=16, reshaped=True, rate=0.8):
@@ -90,14 +88,11 @@ def _residual_block(rng, m=16, reshaped=True, rate=0.8):
     w1 = structured_weight((m, 16, 3, 3, 3), "kgs", rate, (8, 4), rng)
     w2 = structured_weight((16, m, 3, 3, 3), "kgs", rate, (8, 4), rng)
     b1, b2 = (rng.standard_normal(n).astype(np.float32) for n in (m, 16))
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            h = bb.emit(relax.op.nn.relu(_bias_add(bb, _conv(bb, x, w1), b1, reshaped)))
-            h = _bias_add(bb, _conv(bb, h, w2), b2, reshaped)
-            out = bb.emit_output(bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(h, x)))))
-        bb.emit_func_output(out)
+
+    def build(bb, x):
+        h = bb.emit(relax.op.nn.relu(_bias_add(bb, _conv(bb, x, w1), b1, reshaped)))
+        h = _bias_add(bb, _conv(bb, h, w2), b2, reshaped)
+        return bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(h, x))))
 
     def reference(x_np):
         f = torch.nn.functional
@@ -106,7 +101,7 @@ def _residual_block(rng, m=16, reshaped=True, rate=0.8):
         return f.relu(f.conv3d(h, torch.from_numpy(w2), torch.from_numpy(b2), padding=1)
                       + t).numpy()
 
-    return bb.get(), reference
+    return _main(build), reference
 
 
 @pytest.mark.parametrize("m", [16, 45], ids=["whole-groups", "edge-group-crop"])
@@ -119,7 +114,7 @@ def test_residual_block_fuses_and_matches_torch(rng, m):
     assert not {"relax.add", "relax.nn.relu"} & set(ops), ops
     prims = [f for f in after.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(prims) == 2  # the unfused operators are gone
-    assert all(f'sblock("{KGS_EPILOGUE_BLOCK}")' in _block_names(f) for f in prims)
+    assert all(_has_epilogue(f) for f in prims)
     x = rng.standard_normal(X_SHAPE).astype(np.float32)
     assert_close_rel(run_vm(before, x), reference(x), 1e-5)
 
@@ -129,14 +124,12 @@ def test_shared_intermediate_is_not_fused(rng):
     (fusing further would compute the convolution twice)."""
     w = structured_weight((16, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
     b = rng.standard_normal(16).astype(np.float32)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            h = _bias_add(bb, _conv(bb, x, w), b)
-            out = bb.emit_output(bb.emit(relax.op.add(bb.emit(relax.op.nn.relu(h)), h)))
-        bb.emit_func_output(out)
-    before = bb.get()
+
+    def build(bb, x):
+        h = _bias_add(bb, _conv(bb, x, w), b)
+        return bb.emit(relax.op.add(bb.emit(relax.op.nn.relu(h)), h))
+
+    before = _main(build)
     after = _rewrite_and_fuse(before)
     ops = _ops(after)
     assert ops.count("relax.call_tir") == 1 and "relax.nn.relu" in ops
@@ -149,13 +142,7 @@ def test_shared_intermediate_is_not_fused(rng):
 
 def test_without_kgs_calls_module_is_unchanged(rng):
     w = structured_weight((16, 16, 3, 3, 3), "dense", 0, rng=rng)
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(bb.emit(relax.op.nn.relu(_conv(bb, x, w))))
-        bb.emit_func_output(out)
-    before = bb.get()
+    before = _main(lambda bb, x: bb.emit(relax.op.nn.relu(_conv(bb, x, w))))
     tvm.ir.assert_structural_equal(rt3d_passes.FuseKGSConv3DEpilogue()(before), before)
 
 
