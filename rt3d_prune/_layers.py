@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from .config import SparsityConfig
@@ -44,3 +46,50 @@ def resolve_layers(model: nn.Module, config: SparsityConfig) -> dict[str, nn.Mod
             )
         result[name] = module
     return result
+
+
+def mac_coefficients(
+    model: nn.Module, names: list[str], input_shape: Sequence[int] | None
+) -> dict[str, float]:
+    """Per-layer ``c_l`` proportional to the layers' dense MACs, normalized to mean 1.
+
+    One layer needs no shape (its coefficient is 1).
+
+    Raises:
+        ValueError: Several layers and no ``input_shape``.
+    """
+    if len(names) <= 1:
+        return {n: 1.0 for n in names}
+    if input_shape is None:
+        raise ValueError("MAC-weighted regularization needs input_shape")
+    from .macs import count_macs
+
+    macs = {x.name: x.dense_macs for x in count_macs(model, input_shape)}
+    mean = sum(macs[n] for n in names) / len(names)
+    return {n: macs[n] / mean for n in names}
+
+
+def following_batchnorms(model: nn.Module, names: list[str]) -> dict[str, nn.Module | None]:
+    """The BatchNorm that normalizes each named layer's output, or ``None``.
+
+    Found by registration order: the first ``BatchNorm*`` module after the layer (and before
+    the next conv or linear layer) with as many features as the layer has outputs. This is
+    how C3D (``conv1``, ``bn1``), R(2+1)D and S3D (``Conv3d`` then ``BatchNorm3d`` in one
+    ``Sequential``) are written.
+    """
+    ordered = list(model.named_modules())
+    index = {n: i for i, (n, _) in enumerate(ordered)}
+    out: dict[str, nn.Module | None] = {}
+    for name in names:
+        found = None
+        layer = ordered[index[name]][1]
+        features = layer.weight.shape[0]
+        for _, module in ordered[index[name] + 1:]:
+            if isinstance(module, nn.modules.conv._ConvNd | nn.Linear):
+                break
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                if module.num_features == features:
+                    found = module
+                break
+        out[name] = found
+    return out

@@ -7,6 +7,7 @@ The parser lives in ``rt3d_passes/cli.py``; it calls :func:`register`. Torch and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -37,34 +38,64 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prune", help="prune a zoo model (vanilla / KGS) and write a pruned checkpoint",
         description="Train (or load) a dense model, prune it to a preset with the chosen "
                     "method and scheme, fine-tune with masks and write a pruned state dict "
-                    "(see rt3d_prune.checkpoint) that `rt3d inspect` reads.")
+                    "(see rt3d_prune.checkpoint) that `rt3d inspect` reads. Under "
+                    "`torchrun --nproc_per_node N -m rt3d_prune.cli prune ...` it trains with "
+                    "DistributedDataParallel (rank 0 logs and writes).")
     p.add_argument("--model", required=True, help="zoo model name, e.g. c3d, c3d_small")
     p.add_argument("--preset", required=True, help="per-layer rates, e.g. c3d-3.6x")
     p.add_argument("--scheme", default="kgs",
                    choices=("kgs", "vanilla", "filter", "unstructured"))
     p.add_argument("--group", type=_group, default=(8, 4), help="kernel group, default 8x4")
+    p.add_argument("--layer-wide", action="store_true",
+                   help="KGS: rank units over the whole layer instead of per output group")
     p.add_argument("--method", default="reweighted",
-                   choices=("heuristic", "group_lasso", "reweighted", "oneshot"),
+                   choices=("heuristic", "group_lasso", "reweighted", "admm", "oneshot"),
                    help="oneshot: no data, no training (for latency experiments)")
     p.add_argument("--data", default="generated",
                    help="'generated' (moving shapes) or a UCF101/HMDB51-style folder")
     p.add_argument("--split-dir", help="official split files for --data DIR")
     p.add_argument("--fold", type=int, default=1)
     p.add_argument("--num-clips", type=int, default=2400, help="generated: training clips")
-    p.add_argument("--init", help="dense starting weights: an rt3d checkpoint or state dict")
+    p.add_argument("--init", help="dense starting weights: an rt3d checkpoint or a state dict "
+                                  "with the public names (torchvision r2plus1d_18 / s3d, the "
+                                  "Sports-1M C3D port)")
     p.add_argument("--dense-epochs", type=int, default=0,
                    help="train the dense model first for this many epochs")
-    p.add_argument("--reg-epochs", type=int, default=4)
+    p.add_argument("--dense-lr", type=float, help="dense training lr (default 5 x --lr)")
+    p.add_argument("--reg-epochs", type=int, default=4, help="regularization epochs")
     p.add_argument("--finetune-epochs", type=int, default=4)
     p.add_argument("--rounds", type=int, default=4, help="reweighting rounds")
     p.add_argument("--strength", type=float, default=1e-4, help="regularization lambda")
     p.add_argument("--eps", type=float, default=1e-3)
-    p.add_argument("--mac-weighted", action="store_true", help="c_l proportional to MACs")
+    p.add_argument("--no-mac-weighted", action="store_true",
+                   help="c_l = 1 instead of proportional to the layer's MACs")
+    p.add_argument("--normalize", default="none", choices=("none", "layer", "bn"),
+                   help="BatchNorm-aware group norms: relative to the layer, or with the "
+                        "following BN's scale folded in")
+    p.add_argument("--rho", type=float, default=1e-3, help="ADMM initial rho")
+    p.add_argument("--rho-factor", type=float, default=10.0, help="ADMM rho growth per stage")
+    p.add_argument("--admm-stages", type=int, default=3)
+    p.add_argument("--admm-update-every", type=int, default=1, help="epochs between Z/U updates")
     p.add_argument("--lr", type=float, default=0.01)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0, help="data loader processes")
+    p.add_argument("--reg-schedule", default="constant", choices=("constant", "step", "cosine"),
+                   help="lr schedule of the regularization phase")
+    p.add_argument("--distill-weight", type=float, default=0.0,
+                   help="fine-tuning: weight of distillation from the dense model (0: off)")
+    p.add_argument("--distill-temperature", type=float, default=4.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="global batch (divided among torchrun processes)")
+    p.add_argument("--workers", type=int, default=0, help="data loader processes per rank")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                   help="autocast precision (fp16 needs CUDA)")
+    p.add_argument("--pin-memory", default=None, action=argparse.BooleanOptionalAction,
+                   help="pin host batches (default: on with CUDA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="pruned checkpoint to write (.pt)")
+    p.add_argument("--run-dir", help="per-epoch checkpoints and logs (default: OUT.run/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir (refused if the settings differ)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_prune)
 
@@ -107,86 +138,121 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_init(model, path: str) -> None:
-    import torch
-
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    state = payload.get("state_dict", payload) if isinstance(payload, dict) else payload
-    model.load_state_dict(state)
-
-
 def _prune(args: argparse.Namespace) -> int:
-    import dataclasses
-
     import torch
-    from torch.utils.data import DataLoader
 
     from .checkpoint import save_checkpoint
-    from .config import RegularizerConfig
+    from .config import ADMMConfig, MethodConfig, RegularizerConfig, SparsityConfig
+    from .distributed import setup
+    from .engine import EngineConfig, run_pruning
     from .macs import count_macs, total_macs
     from .models import build_model, default_input_shape
     from .oneshot import prune_oneshot
-    from .pipeline import MethodConfig, prune_and_finetune
     from .presets import get_preset
-    from .train import TrainConfig, evaluate, train
+    from .pretrained import load_pretrained
+    from .train import TrainConfig, evaluate
 
-    torch.manual_seed(args.seed)
     preset = get_preset(args.preset)
+    runtime = setup(args.device)  # joins the process group under torchrun
+    say = print if runtime.is_main else (lambda *a, **k: None)
+    torch.manual_seed(args.seed)
     if preset.model != args.model:
-        print(f"note: preset {preset.name} was made for {preset.model}, not {args.model}",
-              file=sys.stderr)
-    sparsity = preset.config(args.scheme, args.group)
+        say(f"note: preset {preset.name} was made for {preset.model}, not {args.model}",
+            file=sys.stderr)
+    sparsity = preset.config(args.scheme, args.group).replace(balanced=not args.layer_wide)
     shape = default_input_shape(args.model)
     out = Path(args.out)
+    run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.name + ".run")
     arch_kwargs: dict = {}
     info: dict = {"preset": preset.name, "rates": dict(sparsity.rates),
                   "scheme": args.scheme, "group": list(args.group), "method": args.method}
 
+    def init(model) -> None:
+        if args.init:
+            skipped = load_pretrained(model, args.init, args.model)["skipped_head"]
+            if skipped:
+                say(f"--init: {', '.join(skipped)} left at random (other class count)")
+
     if args.method == "oneshot":
         model = build_model(args.model)
-        if args.init:
-            _load_init(model, args.init)
+        init(model)
         prune_oneshot(model, sparsity)
-        test_loader = None
     else:
-        train_set, test_set = _datasets(args, shape)
+        if args.batch_size % runtime.world:
+            raise ValueError(f"--batch-size {args.batch_size} is not divisible by the "
+                             f"world size {runtime.world}")
+        train_set, val_set, test_set = _datasets(args, shape)
         arch_kwargs["num_classes"] = train_set.num_classes
         model = build_model(args.model, **arch_kwargs)
-        if args.init:
-            _load_init(model, args.init)
-        loader = DataLoader(train_set, args.batch_size, shuffle=True, drop_last=True,
-                            num_workers=args.workers,
-                            generator=torch.Generator().manual_seed(args.seed))
-        test_loader = DataLoader(test_set, args.batch_size, num_workers=args.workers)
+        init(model)
+        engine = EngineConfig(batch_size=args.batch_size, workers=args.workers,
+                              device=args.device, amp=args.amp, pin_memory=args.pin_memory,
+                              seed=args.seed, progress=not args.no_progress)
+        data_key = {"model": args.model, "preset": args.preset, "data": args.data,
+                    "num_clips": args.num_clips, "fold": args.fold, "init": args.init}
 
         def checkpoint(stage: str, net) -> None:
+            if not runtime.is_main:
+                return
             path = out.with_name(f"{out.stem}.{stage}{out.suffix}")
             save_checkpoint(path, net, args.model, arch_kwargs, shape,
                             {**info, "stage": stage})
-            print(f"checkpoint: {path}")
+            say(f"checkpoint: {path}")
 
         if args.dense_epochs:
-            train(model, loader, TrainConfig(epochs=args.dense_epochs, lr=args.lr * 5),
-                  progress=not args.no_progress, desc="dense")
+            # dense training is the engine with nothing to prune (DDP, resume, logs too)
+            dense_method = MethodConfig(
+                method="heuristic", reg_epochs=0, finetune_epochs=args.dense_epochs,
+                finetune_train=TrainConfig(lr=args.dense_lr or args.lr * 5))
+            dense_done = run_dir / "dense.done"
+            if not (args.resume and dense_done.exists()):
+                run_pruning(model, SparsityConfig(), dense_method, train_set, engine,
+                            val_set=val_set, run_dir=run_dir / "dense",
+                            resume=args.resume and (run_dir / "dense" / "last.pt").exists(),
+                            fingerprint=data_key)
+                if runtime.is_main:
+                    dense_done.touch()
+            else:
+                model.load_state_dict(torch.load(run_dir / "dense" / "last.pt",
+                                                 weights_only=False)["model"])
             checkpoint("dense", model)
-        info["dense_top1"] = evaluate(model, test_loader)
-        print(f"dense top-1: {info['dense_top1']:.4f}")
+        if runtime.is_main:
+            info["dense_top1"] = evaluate(model, _loader(test_set, args))
+            say(f"dense top-1: {info['dense_top1']:.4f}")
         method = MethodConfig(
             method=args.method, reg_epochs=args.reg_epochs,
             finetune_epochs=args.finetune_epochs, rounds=args.rounds,
             regularizer=RegularizerConfig(strength=args.strength, eps=args.eps,
-                                          mac_weighted=args.mac_weighted),
-            reg_train=TrainConfig(lr=args.lr), finetune_train=TrainConfig(lr=args.lr))
-        info.update(prune_and_finetune(model, sparsity, method, loader, shape,
-                                       progress=not args.no_progress, on_phase=checkpoint))
+                                          mac_weighted=not args.no_mac_weighted,
+                                          normalize=args.normalize),
+            admm=ADMMConfig(rho=args.rho, rho_factor=args.rho_factor, stages=args.admm_stages,
+                            update_every=args.admm_update_every),
+            reg_train=TrainConfig(lr=args.lr, schedule=args.reg_schedule,
+                                  label_smoothing=args.label_smoothing),
+            finetune_train=TrainConfig(lr=args.lr, label_smoothing=args.label_smoothing,
+                                       distill_weight=args.distill_weight,
+                                       distill_temperature=args.distill_temperature))
+        info.update(run_pruning(model, sparsity, method, train_set, engine, val_set=val_set,
+                                input_shape=shape, run_dir=run_dir / "prune",
+                                resume=args.resume and (run_dir / "prune" / "last.pt").exists(),
+                                fingerprint={**data_key, "dense_epochs": args.dense_epochs},
+                                on_phase=checkpoint))
         info["method_config"] = _plain(dataclasses.asdict(method))
-        info["top1"] = evaluate(model, test_loader)
-        print(f"pruned top-1: {info['top1']:.4f}")
-    dense, kept = total_macs(count_macs(model, shape))
-    info.update(dense_macs=dense, kept_macs=kept, mac_reduction=dense / kept)
-    save_checkpoint(out, model, args.model, arch_kwargs, shape, _plain(info))
-    print(f"MACs {dense / 1e9:.3f} G -> {kept / 1e9:.3f} G ({dense / kept:.2f}x); wrote {out}")
+        if runtime.is_main:
+            info["top1"] = evaluate(model, _loader(test_set, args))
+            say(f"pruned top-1: {info['top1']:.4f}")
+    if runtime.is_main:
+        dense, kept = total_macs(count_macs(model, shape))
+        info.update(dense_macs=dense, kept_macs=kept, mac_reduction=dense / kept)
+        save_checkpoint(out, model, args.model, arch_kwargs, shape, _plain(info))
+        say(f"MACs {dense / 1e9:.3f} G -> {kept / 1e9:.3f} G ({dense / kept:.2f}x); wrote {out}")
     return 0
+
+
+def _loader(dataset, args: argparse.Namespace):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, max(args.batch_size, 32), num_workers=args.workers)
 
 
 def _plain(value):
@@ -198,18 +264,38 @@ def _plain(value):
 
 
 def _datasets(args: argparse.Namespace, shape: tuple[int, ...]):
+    """``(train, validation or None, test)``."""
     from .data import MovingShapes, VideoFolder
 
     _, _, frames, height, _ = shape
     if args.data == "generated":
+        small = max(args.num_clips // 4, 12)
         return (MovingShapes(args.num_clips, seed=2 * args.seed + 1, frames=frames, size=height),
-                MovingShapes(max(args.num_clips // 4, 12), seed=2 * args.seed + 2,
-                             frames=frames, size=height))
+                MovingShapes(small, seed=2 * args.seed + 10_001, frames=frames, size=height),
+                MovingShapes(small, seed=2 * args.seed + 2, frames=frames, size=height))
     if args.split_dir is None:
         print("warning: no --split-dir: the test accuracy is measured on the training videos",
               file=sys.stderr)
     resize = round(height * 128 / 112)
     common = {"split_dir": args.split_dir, "fold": args.fold, "clip_len": frames,
               "crop": height, "resize": resize, "seed": args.seed}
-    return VideoFolder(args.data, split="train", **common), VideoFolder(
-        args.data, split="test", **common)
+    return (VideoFolder(args.data, split="train", **common), None,
+            VideoFolder(args.data, split="test", **common))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m rt3d_prune.cli prune ...`` (what ``torchrun -m rt3d_prune.cli`` runs)."""
+    parser = argparse.ArgumentParser(prog="python -m rt3d_prune.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

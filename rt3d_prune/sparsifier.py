@@ -96,6 +96,11 @@ class GroupSparsifier:
         self._require()
         return {name: self._parametrization(name).mask.clone() for name in self.modules}
 
+    def mask_buffers(self) -> dict[str, Tensor]:
+        """The live group-granular mask buffers by layer name (writes change the masks)."""
+        self._require()
+        return {name: self._parametrization(name).mask for name in self.modules}
+
     def pruned_fractions(self) -> dict[str, float]:
         """Fraction of each layer's weight entries the current masks remove."""
         config = self._require()

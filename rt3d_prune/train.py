@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["TrainConfig", "evaluate", "train"]
+__all__ = ["SCHEDULES", "TrainConfig", "distillation_loss", "evaluate", "lr_at",
+           "make_optimizer", "train"]
+
+#: Learning-rate schedules of a training phase.
+SCHEDULES: tuple[str, ...] = ("cosine", "constant", "step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +28,15 @@ class TrainConfig:
         weight_decay: L2 weight decay.
         label_smoothing: Cross-entropy label smoothing.
         optimizer: ``"sgd"`` (Nesterov momentum) or ``"adamw"`` (``momentum`` unused).
+        schedule: ``"cosine"`` (annealed to 0 over the phase), ``"constant"``, or ``"step"``
+            (multiplied by ``step_gamma`` every ``step_epochs`` epochs). Regularization
+            phases use a constant or step schedule, so that late reweighting rounds still
+            move the weights.
+        step_epochs: Period of the ``"step"`` schedule.
+        step_gamma: Factor of the ``"step"`` schedule.
+        distill_weight: Weight ``w`` of knowledge distillation from the dense model:
+            ``(1 - w) * CE + w * T^2 * KL(teacher_T || student_T)``; 0 turns it off.
+        distill_temperature: Softmax temperature ``T`` of the distillation term.
     """
 
     epochs: int = 10
@@ -31,6 +45,49 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     optimizer: str = "sgd"
+    schedule: str = "cosine"
+    step_epochs: int = 10
+    step_gamma: float = 0.1
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; use 'sgd' or 'adamw'")
+        if not 0.0 <= self.distill_weight <= 1.0 or self.distill_temperature <= 0:
+            raise ValueError("distill_weight must be in [0, 1] and distill_temperature > 0")
+        if self.step_epochs < 1:
+            raise ValueError("step_epochs must be >= 1")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The phase's optimizer over all of ``model``'s parameters."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+
+
+def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of ``step`` (0-based, within the phase) under ``config.schedule``."""
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "constant":
+        return config.lr
+    if config.schedule == "step":
+        return config.lr * config.step_gamma ** (step // (config.step_epochs * steps_per_epoch))
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """Hinton's ``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, batch mean."""
+    t = float(temperature)
+    log_p = torch.nn.functional.log_softmax(student.float() / t, dim=1)
+    q = torch.nn.functional.softmax(teacher.float() / t, dim=1)
+    return torch.nn.functional.kl_div(log_p, q, reduction="batchmean") * t * t
 
 
 def train(
@@ -44,6 +101,9 @@ def train(
 ) -> list[float]:
     """Train ``model`` in place; returns the mean task loss of every epoch.
 
+    The single-process loop of dense training and of :func:`~rt3d_prune.pipeline.
+    prune_and_finetune`'s callers; :mod:`rt3d_prune.engine` is the resumable, distributed one.
+
     Args:
         penalty: Added to the loss every step (e.g. ``GroupRegularizer.penalty``).
         on_epoch: Called with the epoch index *before* each epoch (e.g. to reweight).
@@ -51,16 +111,9 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    steps = max(1, config.epochs * len(loader))
-    if config.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                weight_decay=config.weight_decay)
-    elif config.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                              weight_decay=config.weight_decay, nesterov=config.momentum > 0)
-    else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; use 'sgd' or 'adamw'")
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    opt = make_optimizer(model, config)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_at(config, step, len(loader)) / config.lr if config.lr else 0.0)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history = []
     model.train()
