@@ -304,7 +304,7 @@ def _strip_option(argv: list[str], option: str) -> list[str]:
 def write_outputs(args, payload: dict[str, Any]) -> None:
     """JSON with environment facts (machine, versions, commit, date) and the PNG next to it."""
     from benchmarks.e2e import report
-    from rt3d_passes.environment import write_result
+    from benchmarks.environment import write_result
 
     out = args.out or RESULTS / f"e2e_{args.zoo_model}.json"
     path = write_result(out, payload)

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from tvm import relax, s_tir
 
 import schedules
+from benchmarks.environment import write_result
 from rt3d_passes import sparsity as S
-from rt3d_passes.demo import time_runs
-from rt3d_passes.environment import write_result
-from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
+from rt3d_passes.cli.demo import time_runs
+from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
 from rt3d_passes.target import host_target
 from rt3d_passes.testing import structured_weight
 from rt3d_passes.threads import set_num_threads

@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/peer_smoke.py` puts only benchmarks/ on the path
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.environment import cpu_model  # noqa: E402
 from benchmarks.peers import PEERS, format_table, run_peers  # noqa: E402
 from benchmarks.peers.timing import busy_cores  # noqa: E402
 from benchmarks.peers.tiny_model import TINY_SHAPE, randomize_bn, tiny_3d_cnn  # noqa: E402
-from rt3d_passes.environment import cpu_model  # noqa: E402
 
 
 def build(name: str, shape: tuple[int, ...] | None) -> tuple[nn.Module, torch.Tensor]:

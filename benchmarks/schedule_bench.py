@@ -38,11 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python benchmarks/schedule_bench.py` puts only benchmarks/ on it
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.environment import write_result  # noqa: E402
 from benchmarks.peers.timing import median_ms, run_interleaved, sgemm_ceiling  # noqa: E402
-from rt3d_passes.environment import write_result  # noqa: E402
 from rt3d_passes.target import host_target  # noqa: E402
 from rt3d_passes.testing import structured_weight  # noqa: E402
 from rt3d_passes.threads import set_num_threads  # noqa: E402
+from rt3d_passes.transform import RewriteOptions  # noqa: E402
 from rt3d_passes.tuning import tune_model  # noqa: E402
 
 # C3D at 16x112x112: (input NCDHW, out channels); all 3x3x3, stride 1, padding 1
@@ -88,10 +89,11 @@ def _interleaved_ms(fns: dict, runs: int) -> dict[str, float]:
     return {name: median_ms(v) for name, v in times.items()}
 
 
-def _tuned_db(mod, target, work: Path, trials: int, **options) -> str | None:
+def _tuned_db(mod, target, work: Path, trials: int,
+              options: RewriteOptions | None = None) -> str | None:
     if not trials:
         return None
-    tune_model(mod, target, work, trials_per_task=trials, progress=False, **options)
+    tune_model(mod, target, work, trials_per_task=trials, progress=False, options=options)
     return str(work)
 
 
@@ -106,7 +108,7 @@ def bench_layer(name, rates, trials, runs, target, work_root, rng, balanced=True
     xt, wt = torch.from_numpy(x_np), torch.from_numpy(w_dense)
     dense_mod = _conv_module(x_shape, w_dense)
     dense_db = _tuned_db(dense_mod, target, Path(work_root) / f"{name}-dense", trials,
-                         min_mac_reduction=1.0)
+                         RewriteOptions(min_mac_reduction=1.0))
     dense_vm = _build(dense_mod, target, dense_db)
     fns = {"torch": lambda: torch.nn.functional.conv3d(xt, wt, padding=1),
            "dense": lambda: dense_vm["main"](x)}

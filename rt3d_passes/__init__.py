@@ -7,25 +7,35 @@ Quick start::
     mod = rt3d_passes.from_torch(model, (x,))            # weights as constants
     print(rt3d_passes.format_reports(rt3d_passes.inspect(mod)))
     ex = tvm.compile(mod, target, relax_pipeline=tvm.relax.get_pipeline("rt3d", target=target))
+
+Rooms: :mod:`.op` (operators' computes), :mod:`.transform` (passes and their analysis),
+:mod:`.tuning`, :mod:`.rpc`, :mod:`.cli`, :mod:`.testing`; :mod:`.sparsity` is the numpy
+contract with ``rt3d_prune``.
 """
 
 from . import sparsity
-from .conv3d_analysis import Conv3DReport, format_reports
-from .fold_batch_norm_to_conv3d import FoldBatchNormToConv3D
-from .frontend import from_torch
-from .fuse_kgs_conv3d_epilogue import FuseKGSConv3DEpilogue
-from .inspect_conv3d import inspect
-from .kgs_conv3d import kgs_conv3d_primfunc, kgs_conv3d_te
+from .frontend import from_exported, from_torch
+from .op import kgs_conv3d_primfunc, kgs_conv3d_te
 from .pipeline import rt3d_pipeline
-from .rewrite_kgs_conv3d import RewriteKGSConv3D
 from .target import get_target, host_target, kryo_target
+from .transform import (
+    Conv3DReport,
+    FoldBatchNormToConv3D,
+    FuseKGSConv3DEpilogue,
+    RewriteKGSConv3D,
+    RewriteOptions,
+    format_reports,
+    inspect,
+)
 
 __all__ = [
     "Conv3DReport",
     "FoldBatchNormToConv3D",
     "FuseKGSConv3DEpilogue",
     "RewriteKGSConv3D",
+    "RewriteOptions",
     "format_reports",
+    "from_exported",
     "from_torch",
     "get_target",
     "host_target",

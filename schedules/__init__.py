@@ -1,7 +1,10 @@
-"""Hand-written TensorIR schedules of RT3D's operators, one dlight-style rule per target,
-and their MetaSchedule design spaces (:mod:`schedules.meta_schedule`).
+"""Hand-written TensorIR schedules of RT3D's operators, one dlight-style rule per file on the
+target family's base class (``CPUScheduleRule`` / ``GPUScheduleRule``), and their MetaSchedule
+design spaces (:mod:`schedules.meta_schedule`).
 
 ``default_rules(target)`` lists the rules the ``rt3d`` pipeline applies for a target.
+:mod:`schedules.contract` holds the names the operators and the rules agree on. This package
+imports only tvm: ``rt3d_passes`` imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -10,25 +13,30 @@ from tvm.s_tir import dlight as dl
 from tvm.target import Target
 
 from .adreno_kgs_conv3d import KGSConv3DAdreno, adreno_space, schedule_kgs_conv3d_adreno
-from .arm_cpu import KGSConv3DArm, schedule_arm
+from .contract import is_kgs_conv3d
 from .cpu_gemv import GEMVCPU
-from .cpu_kgs_conv3d import is_kgs_conv3d, schedule_kgs_conv3d_cpu
+from .cpu_kgs_conv3d import (
+    CPUConfig,
+    KGSConv3DCPU,
+    cpu_config,
+    schedule_cpu,
+    schedule_kgs_conv3d_cpu,
+)
 from .cpu_parallel_fallback import ParallelFallbackCPU
-from .host_x86 import KGSConv3DX86, schedule_x86
 
 __all__ = [
     "GEMVCPU",
+    "CPUConfig",
     "KGSConv3DAdreno",
-    "KGSConv3DArm",
-    "KGSConv3DX86",
+    "KGSConv3DCPU",
     "ParallelFallbackCPU",
     "adreno_space",
+    "cpu_config",
     "default_rules",
     "is_kgs_conv3d",
-    "schedule_arm",
+    "schedule_cpu",
     "schedule_kgs_conv3d_adreno",
     "schedule_kgs_conv3d_cpu",
-    "schedule_x86",
 ]
 
 
@@ -39,5 +47,4 @@ def default_rules(target: Target) -> list[dl.ScheduleRule]:
     if "gpu" in target.keys:
         # RT3D's OpenCL rule; the target's default pipeline schedules the rest
         return [KGSConv3DAdreno()]
-    return [KGSConv3DX86(), KGSConv3DArm(), GEMVCPU(), dl.cpu.GEMV(), dl.cpu.Reduction(),
-            ParallelFallbackCPU()]
+    return [KGSConv3DCPU(), GEMVCPU(), dl.cpu.GEMV(), dl.cpu.Reduction(), ParallelFallbackCPU()]

@@ -28,10 +28,17 @@ Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give th
 from __future__ import annotations
 
 from tvm import s_tir, tirx
+from tvm.s_tir.dlight.gpu.base import GPUScheduleRule
 from tvm.target import Target
 
-from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR, KGS_CONV3D_BLOCK
-
+from .contract import (
+    KGS_CONV3D_ATTR,
+    KGS_CONV3D_BLOCK,
+    KGS_CROP_BLOCK,
+    KGS_PAD_BLOCK,
+    func_attr,
+    is_kgs_conv3d,
+)
 from .utils import inline_epilogue, largest_divisor, producers_named, tile
 
 __all__ = ["KGSConv3DAdreno", "adreno_space", "schedule_kgs_conv3d_adreno"]
@@ -41,13 +48,6 @@ ADRENO_MAX_THREADS = 256
 ADRENO_MAX_SHARED = 16384
 _CHUNK_CHOICES = (32, 64, 128, 256, 512, 1024)
 _UNROLL_CHOICES = (0, 16, 64, 256)
-
-
-def _func_attr(sch: s_tir.Schedule, key: str):
-    """An attribute of the PrimFunc being scheduled (dlight names it ``main``; MetaSchedule
-    tasks keep their own name)."""
-    funcs = [f for f in sch.mod.functions.values() if isinstance(f, tirx.PrimFunc)]
-    return funcs[0].attrs[key] if len(funcs) == 1 else sch.mod["main"].attrs[key]
 
 
 def _categorical(sch: s_tir.Schedule, choices: list[int], fixed_value: int | None):
@@ -127,7 +127,7 @@ def schedule_kgs_conv3d_adreno(
     Parameters
     ----------
     sch : s_tir.Schedule
-        Schedule of a PrimFunc from :func:`rt3d_passes.kgs_conv3d.kgs_conv3d_te`.
+        Schedule of a PrimFunc from :func:`rt3d_passes.op.kgs_conv3d_te`.
     fixed : bool
         True: heuristic decisions (the untuned default). False: knobs left to sampling, so the
         same function is a MetaSchedule design space.
@@ -145,8 +145,8 @@ def schedule_kgs_conv3d_adreno(
     sch : s_tir.Schedule
     """
     blk = sch.get_sblock(KGS_CONV3D_BLOCK)
-    gm = int(_func_attr(sch, KGS_CONV3D_ATTR))
-    pads = producers_named(sch, blk, "kgs_pad")
+    gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))
+    pads = producers_named(sch, blk, KGS_PAD_BLOCK)
     if inline_pad:
         for pad in pads:
             sch.compute_inline(pad)
@@ -181,7 +181,7 @@ def schedule_kgs_conv3d_adreno(
     sch.bind(tx, "threadIdx.x")
     acc = sch.cache_write(blk, 0, "local")
     sch.reverse_compute_at(acc, tx, preserve_unit_loops=True)
-    for crop in [b for b in sch.get_consumers(acc) if sch.get(b).name_hint == "kgs_crop"]:
+    for crop in [b for b in sch.get_consumers(acc) if sch.get(b).name_hint == KGS_CROP_BLOCK]:
         # the write-back stores straight into the cropped output (a predicate on the edge
         # group's channels): no third kernel, no full-group intermediate
         sch.reverse_compute_inline(crop)
@@ -243,7 +243,7 @@ def adreno_space(sch: s_tir.Schedule, block) -> list[s_tir.Schedule]:
     ]
 
 
-class KGSConv3DAdreno(s_tir.dlight.ScheduleRule):
+class KGSConv3DAdreno(GPUScheduleRule):
     """dlight rule: the default (untuned) OpenCL schedule of RT3D's sparse conv3d.
 
     Applies on targets whose keys include ``gpu`` (``qcom/adreno-opencl``: adreno, opencl,
@@ -251,9 +251,7 @@ class KGSConv3DAdreno(s_tir.dlight.ScheduleRule):
     """
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or not func.attrs:
-            return None
-        if KGS_CONV3D_ATTR not in func.attrs or "gpu" not in target.keys:
+        if not self.is_target_available(target) or not is_kgs_conv3d(func):
             return None
         max_threads, max_shared = _target_limits(target)
         sch = s_tir.Schedule(func)

@@ -13,6 +13,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.analysis.gemv import is_gemv, normalize
 from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
 from .utils import largest_divisor
@@ -30,12 +31,12 @@ def _extent(sch: s_tir.Schedule, loop) -> int | None:
     return int(extent) if isinstance(extent, tirx.IntImm | int) else None
 
 
-class GEMVCPU(s_tir.dlight.ScheduleRule):
+class GEMVCPU(CPUScheduleRule):
     """dlight rule: batch-1 matrix-vector products with an inner (contiguous) reduction,
     optionally followed by an elementwise epilogue (bias, ReLU). None otherwise."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         sch = s_tir.Schedule(func)
         infos = try_inline_contiguous_spatial(sch, normalize_prim_func(sch))

@@ -1,4 +1,5 @@
-"""CPU schedule of the KGS sparse conv3d (x86-64 AVX2 / AVX-512 and aarch64 NEON).
+"""CPU rule of the KGS sparse conv3d: x86-64 (AVX2 / AVX-512) and aarch64 (Kryo, NEON), one
+schedule with a per-target :class:`CPUConfig` (vector lanes, accumulator registers).
 
 All ``g_m`` output channels of a group share the group's kept columns; the kernel keeps a
 register tile of ``g_m`` channels x ``Rh`` rows x ``R`` positions along W in accumulators for
@@ -21,39 +22,91 @@ Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give th
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
+import dataclasses
 
-from rt3d_passes.kgs_conv3d import (
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+from tvm.target import Target, codegen
+
+from .contract import (
     KGS_CONV3D_ATTR,
     KGS_CONV3D_BLOCK,
+    KGS_CROP_BLOCK,
+    KGS_PAD_BLOCK,
     KGS_PADDED_ATTR,
     KGS_STRIDES_ATTR,
+    func_attr,
+    is_kgs_conv3d,
 )
-
 from .utils import inline_epilogue, largest_divisor, producers_named, tile
 
 __all__ = [
-    "is_kgs_conv3d",
+    "AVX2",
+    "AVX512",
+    "NEON",
+    "CPUConfig",
+    "KGSConv3DCPU",
+    "cpu_config",
+    "is_arm",
     "register_tile",
     "rows_outer_default",
+    "schedule_cpu",
     "schedule_kgs_conv3d_cpu",
     "vector_axis_default",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class CPUConfig:
+    """What the CPU schedule needs to know of a target's vector unit.
+
+    Parameters
+    ----------
+    name : str
+    lanes : int
+        fp32 lanes of the vectors the code uses.
+    max_registers : int
+        Vector registers the accumulator tile may take (the rest hold the loaded weight /
+        input vectors and broadcasts).
+    """
+
+    name: str
+    lanes: int
+    max_registers: int
+
+
+#: AVX2: 16 vector registers, 12 for accumulators.
+AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12)
+#: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
+#: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
+#: registers each, spilling (measured: 10x slower).
+AVX512 = CPUConfig("x86-avx512", lanes=8, max_registers=24)
+#: aarch64 NEON (every Kryo core): 32 registers of 4 fp32, 3/4 of them for accumulators
+#: (vectorized over a group of ``g_m = 4`` channels it is the by-element
+#: ``fmla v.4s, v.4s, v.s[i]`` form; along W, 4 positions per register).
+NEON = CPUConfig("arm-neon", lanes=4, max_registers=24)
+
+
+def is_arm(target: Target) -> bool:
+    return "arm_cpu" in target.keys or "aarch64" in str(target.attrs.get("mtriple", ""))
+
+
+def cpu_config(target: Target | None = None) -> CPUConfig:
+    """The config of ``target`` (the current target when None; AVX2 without any)."""
+    target = target or Target.current(allow_none=True)
+    if target is None:
+        return AVX2
+    if is_arm(target):
+        return NEON
+    if codegen.target_has_features(["avx512f"], target):
+        return AVX512
+    return AVX2
 
 #: Rows go outside groups when the compacted weights are at most this large. Rows outside
 #: read each input row once for all groups instead of once per group; measured on C3D's
 #: layers (schedule_bench) it wins for every pruned layer, even with weights of a few MB
 #: streaming from L3, and ties on dense layers until their weights far exceed the caches.
 ROWS_OUTER_WEIGHT_BYTES = 4 * 1024 * 1024
-
-
-def is_kgs_conv3d(func: tirx.PrimFunc) -> bool:
-    """True for a PrimFunc made by RT3D's KGS conv3d operator."""
-    return isinstance(func, tirx.PrimFunc) and bool(func.attrs) and KGS_CONV3D_ATTR in func.attrs
-
-
-def _attr(sch: s_tir.Schedule, key: str):
-    return sch.mod["main"].attrs[key]
 
 
 def rows_outer_default(sch: s_tir.Schedule) -> bool:
@@ -68,8 +121,7 @@ def rows_outer_default(sch: s_tir.Schedule) -> bool:
 
 def vector_axis_default(sch: s_tir.Schedule) -> str:
     """``"w"`` when the input is read with unit stride along W, else ``"m"``."""
-    func = sch.mod["main"]
-    strides = func.attrs[KGS_STRIDES_ATTR] if KGS_STRIDES_ATTR in func.attrs else [1, 1, 1]
+    strides = func_attr(sch.mod, KGS_STRIDES_ATTR)
     return "w" if int(strides[2]) == 1 else "m"
 
 
@@ -115,7 +167,7 @@ def schedule_kgs_conv3d_cpu(
     Parameters
     ----------
     sch : s_tir.Schedule
-        Schedule of a PrimFunc from :func:`rt3d_passes.kgs_conv3d.kgs_conv3d_te`.
+        Schedule of a PrimFunc from :func:`rt3d_passes.op.kgs_conv3d_te`.
     fixed : bool
         True: heuristic decisions (the untuned default). False: knobs left to sampling, so the
         same function is a MetaSchedule design space.
@@ -145,7 +197,7 @@ def schedule_kgs_conv3d_cpu(
     if vector_axis not in ("w", "m"):
         raise ValueError(f"vector_axis must be 'w' or 'm', got {vector_axis!r}")
     blk = sch.get_sblock(KGS_CONV3D_BLOCK)
-    gm = int(_attr(sch, KGS_CONV3D_ATTR))
+    gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))
     n, m, d, h, w, t = sch.get_loops(blk)
     g, mi = sch.split(m, [None, gm])
     ow, oh = int(sch.get(w).extent), int(sch.get(h).extent)
@@ -164,7 +216,7 @@ def schedule_kgs_conv3d_cpu(
     sch.reverse_compute_at(acc, wo, preserve_unit_loops=True)
     # a fused bias / residual / ReLU epilogue is applied by the write-back of the register
     # tile (or by the crop of a partial last group, a separate loop below)
-    inline_epilogue(sch, (_consumers_named(sch, acc, "kgs_crop") or [acc])[0])
+    inline_epilogue(sch, (_consumers_named(sch, acc, KGS_CROP_BLOCK) or [acc])[0])
     outer = sch.fuse(n, d, ho) if rows_outer else sch.fuse(n, g, d, ho)
     sch.parallel(outer)
     # vectorize/unroll before decompose_reduction (it needs a complete block)
@@ -188,10 +240,10 @@ def schedule_kgs_conv3d_cpu(
     sch.reorder(acc_loops[2], acc_loops[0], acc_loops[1])
     if vector_axis == "w":
         sch.vectorize(sch.get_loops(acc)[-1])
-    padded = tuple(int(v) for v in _attr(sch, KGS_PADDED_ATTR))
-    for pad in producers_named(sch, blk, "kgs_pad"):
+    padded = tuple(int(v) for v in func_attr(sch.mod, KGS_PADDED_ATTR))
+    for pad in producers_named(sch, blk, KGS_PAD_BLOCK):
         _schedule_pad(sch, pad, padded)
-    for crop in _consumers_named(sch, acc, "kgs_crop"):
+    for crop in _consumers_named(sch, acc, KGS_CROP_BLOCK):
         loops = sch.get_loops(crop)
         sch.parallel(sch.fuse(*loops[:3]))
     return sch
@@ -199,3 +251,24 @@ def schedule_kgs_conv3d_cpu(
 
 def _consumers_named(sch: s_tir.Schedule, block, name: str) -> list:
     return [b for b in sch.get_consumers(block) if sch.get(b).name_hint == name]
+
+
+def schedule_cpu(sch: s_tir.Schedule, fixed: bool = True, target: Target | None = None,
+                 rows_outer: bool | None = None, vector_axis: str | None = None
+                 ) -> s_tir.Schedule:
+    """:func:`schedule_kgs_conv3d_cpu` with the register tile sized for ``target`` (the
+    current target when None): ``g_m`` channels x ``Rh`` rows x ``R`` positions."""
+    config = cpu_config(target)
+    return schedule_kgs_conv3d_cpu(sch, fixed=fixed, lanes=config.lanes,
+                                   max_registers=config.max_registers,
+                                   rows_outer=rows_outer, vector_axis=vector_axis)
+
+
+class KGSConv3DCPU(CPUScheduleRule):
+    """dlight rule: the untuned CPU schedule of the KGS conv3d (x86 or aarch64, by the
+    target's :class:`CPUConfig`); None for anything else."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not self.is_target_available(target) or not is_kgs_conv3d(func):
+            return None
+        return schedule_cpu(s_tir.Schedule(func), fixed=not tunable, target=target)

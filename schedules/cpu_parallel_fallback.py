@@ -11,19 +11,20 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
-from .cpu_kgs_conv3d import is_kgs_conv3d
+from .contract import is_kgs_conv3d
 
 __all__ = ["ParallelFallbackCPU"]
 
 
-class ParallelFallbackCPU(s_tir.dlight.ScheduleRule):
+class ParallelFallbackCPU(CPUScheduleRule):
     """dlight rule for CPU targets; None on GPUs, for RT3D's own operator, for functions that
     are not in dlight's normal form, and when no block has a leading spatial loop."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc) or "cpu" not in target.keys:
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
         if is_kgs_conv3d(func):
             return None

@@ -10,6 +10,7 @@ RT3D's operator with RT3D's knobs. ``design_space(target)`` is the same space as
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import tvm
@@ -17,12 +18,16 @@ from tvm import s_tir
 from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
-from rt3d_passes.kgs_conv3d import KGS_SCHEDULE_RULE
-
 from .adreno_kgs_conv3d import adreno_space, schedule_kgs_conv3d_adreno
-from .arm_cpu import is_arm, schedule_arm
-from .cpu_kgs_conv3d import vector_axis_default
-from .host_x86 import schedule_x86
+from .contract import KGS_SCHEDULE_RULE
+from .cpu_kgs_conv3d import (
+    NEON,
+    CPUConfig,
+    cpu_config,
+    schedule_cpu,
+    schedule_kgs_conv3d_cpu,
+    vector_axis_default,
+)
 
 __all__ = ["cpu_space", "design_space", "schedule_for", "space_postprocs"]
 
@@ -31,9 +36,7 @@ def schedule_for(target: Target) -> Callable[[s_tir.Schedule, bool], s_tir.Sched
     """The schedule function of ``target``: ``fn(sch, fixed) -> sch``."""
     if "gpu" in target.keys:
         return lambda sch, fixed: schedule_kgs_conv3d_adreno(sch, fixed=fixed)
-    if is_arm(target):
-        return schedule_arm
-    return schedule_x86
+    return functools.partial(schedule_cpu, target=target)
 
 
 def space_postprocs(target: Target) -> list:
@@ -55,13 +58,11 @@ def design_space(target: Target) -> ms.space_generator.ScheduleFn:
 
     Tile-size knobs are mutated by ``MutateTileSize``, the unroll step by ``MutateUnroll``.
     """
-    fn = schedule_for(target)
-
     def _space(sch: s_tir.Schedule) -> list[s_tir.Schedule]:
         with target:  # the rules read register files / work-group limits off the target
             if "gpu" in target.keys:
                 return adreno_space(sch, None)
-            return cpu_space(fn)(sch, None)
+            return cpu_space(target)(sch, None)
 
     return ms.space_generator.ScheduleFn(
         _space,
@@ -71,20 +72,25 @@ def design_space(target: Target) -> ms.space_generator.ScheduleFn:
     )
 
 
-def cpu_space(fn):
-    """Custom-rule form of a CPU schedule: loop order and vector axis are structural choices,
-    one design space each (along W only with unit stride); their knobs are sampled."""
+def cpu_space(target: Target | None = None, config: CPUConfig | None = None):
+    """Custom-rule form of the CPU schedule: loop order and vector axis are structural choices,
+    one design space each (along W only with unit stride); their knobs are sampled. The
+    register budget is ``config``'s, else ``target``'s, else the current target's."""
 
     def _apply(sch: s_tir.Schedule, _block) -> list[s_tir.Schedule]:
         axes = ("w", "m") if vector_axis_default(sch) == "w" else ("m",)
-        return [fn(sch.copy(), False, rows_outer=order, vector_axis=axis)
+        cfg = config or cpu_config(target)
+        return [schedule_kgs_conv3d_cpu(sch.copy(), False, lanes=cfg.lanes,
+                                        max_registers=cfg.max_registers,
+                                        rows_outer=order, vector_axis=axis)
                 for order in (True, False) for axis in axes]
 
     return _apply
 
 
 def _register() -> None:
-    for key, rule in (("cpu", cpu_space(schedule_x86)), ("arm_cpu", cpu_space(schedule_arm)),
+    # "cpu": sized for the current target when MetaSchedule generates the space
+    for key, rule in (("cpu", cpu_space()), ("arm_cpu", cpu_space(config=NEON)),
                       ("adreno", adreno_space), ("gpu", adreno_space)):
         tvm.register_global_func(f"s_tir.meta_schedule.{key}.{KGS_SCHEDULE_RULE}", rule,
                                  override=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from rt3d_passes.kgs_conv3d_epilogue import KGS_EPILOGUE_BLOCK
+from .contract import KGS_EPILOGUE_BLOCK
 
 __all__ = ["inline_epilogue", "largest_divisor", "producers_named", "tile"]
 

@@ -102,10 +102,10 @@ cmd_start() {
     cat "$EMU/tracker"
     return
   fi
-  # A supervisor process (rt3d_passes.emulated_kryo) owns tracker and server and stops both on
+  # A supervisor process (rt3d_passes.rpc.emulated_kryo) owns tracker and server and stops both on
   # SIGTERM; setsid keeps it alive after this shell exits.
   : >"$EMU/server.log"
-  setsid nohup "$PY" -m rt3d_passes.emulated_kryo --dir "$EMU" --key "$KEY" \
+  setsid nohup "$PY" -m rt3d_passes.rpc.emulated_kryo --dir "$EMU" --key "$KEY" \
     ${RT3D_TRACKER:+--tracker "$RT3D_TRACKER"} >>"$EMU/server.log" 2>&1 &
   echo $! >"$EMU/server.pid"
   local deadline=$((SECONDS + ${RT3D_EMULATED_TIMEOUT:-600}))

@@ -61,10 +61,10 @@ def constant_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[int, l
     """Bytes of the constants (weights) of ``mod`` after RT3D's rewrite, and per conv3d layer
     (execution order) the bytes of its RT3D operator's constants: compacted KGS values plus
     column offsets (every conv3d is rewritten: ``include_dense=True``)."""
-    from rt3d_passes.pipeline import rewrite_pass
+    from rt3d_passes.transform import rt3d_rewrite
 
     with target:
-        rewritten = rewrite_pass()(mod)
+        rewritten = rt3d_rewrite()(mod)
     seen: dict[int, int] = {}
     conv: list[int] = []
 
@@ -91,7 +91,7 @@ def compile_rt3d(name: str, model, x, target, database=None) -> Rt3dBuild:
         "rt3d", target=target, include_dense=True, database=database))
     seconds = time.perf_counter() - start
     reports = rt3d_passes.inspect(mod)
-    from rt3d_passes.conv3d_analysis import LAYER_NAMES_ATTR
+    from rt3d_passes.transform.analysis import LAYER_NAMES_ATTR
 
     names = [str(n) for n in (mod["main"].attrs or {}).get(LAYER_NAMES_ATTR, [])]
     total, conv = constant_bytes(mod, target)

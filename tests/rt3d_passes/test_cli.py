@@ -23,13 +23,24 @@ def pruned_small(tmp_path_factory):
 
 
 def test_inspect_state_dict(pruned_small, capsys):
-    assert main(["inspect", str(pruned_small), "--model", "c3d_small", "--json"]) == 0
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small", "--json",
+                 "--sparse-only"]) == 0
     layers = json.loads(capsys.readouterr().out)
     assert [r["layer"] for r in layers][:3] == ["conv1", "conv2", "conv3a"]
     assert layers[0]["scheme"] == "dense" and not layers[0]["rewrite"]
     assert {r["scheme"] for r in layers[1:]} == {"kgs"}
     assert all(r["group"] == [8, 4] for r in layers[1:])
     assert all(r["kept_macs"] < r["dense_macs"] for r in layers[1:])
+
+
+def test_inspect_reports_what_the_pipeline_compiles(pruned_small, capsys):
+    """Without --sparse-only the report shares the pipeline's options: the unpruned conv1 is
+    compiled by RT3D's dense kernel, and says so."""
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small", "--json"]) == 0
+    layers = json.loads(capsys.readouterr().out)
+    assert layers[0]["scheme"] == "dense" and layers[0]["rewrite"]
+    assert "computed dense by RT3D's kernel" in layers[0]["reason"]
+    assert all(r["rewrite"] for r in layers)
 
 
 def test_inspect_exported_program(tmp_path, capsys):

@@ -19,7 +19,7 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import rpc
-from rt3d_passes.emulated_kryo import (
+from rt3d_passes.rpc.emulated_kryo import (
     EMULATED_KEY,
     kryo_target,
     not_set_up_reason,

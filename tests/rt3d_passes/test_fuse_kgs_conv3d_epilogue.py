@@ -8,9 +8,9 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import sparsity as S
-from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs
-from rt3d_passes.kgs_conv3d_epilogue import KGS_EPILOGUE_BLOCK, kgs_conv3d_epilogue_te
+from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_epilogue_te
 from rt3d_passes.testing import structured_weight
+from schedules.contract import KGS_EPILOGUE_BLOCK
 from tests.conftest import assert_close_rel, run_vm
 
 X_SHAPE = (1, 16, 4, 8, 8)

@@ -7,14 +7,14 @@ from tvm import s_tir
 
 import schedules
 from rt3d_passes import sparsity as S
-from rt3d_passes.kgs_conv3d import (
-    KGS_CONV3D_ATTR,
+from rt3d_passes.op import (
     Conv3DGeometry,
     column_offsets,
     kgs_conv3d_primfunc,
 )
 from rt3d_passes.target import host_target
 from rt3d_passes.testing import structured_weight
+from schedules.contract import KGS_CONV3D_ATTR
 from tests.conftest import assert_close_rel, conv3d_reference
 
 # (input NCDHW, M, kernel, strides, padding (3 or 6), dilation, group)

@@ -56,11 +56,11 @@ def test_prepend_to_user_pipeline(pruned_model, rng):
     mod = rt3d_passes.from_torch(pruned_model, (x,))
     user_pipeline = relax.get_pipeline("default")  # what tvm.compile uses for llvm
     seq = tvm.transform.Sequential([
-        rt3d_passes.RewriteKGSConv3D(),
-        dl.ApplyDefaultSchedule(schedules.KGSConv3DX86()),
+        rt3d_passes.RewriteKGSConv3D(include_dense=False),
+        dl.ApplyDefaultSchedule(schedules.KGSConv3DCPU()),
         user_pipeline,
     ])
-    rewritten = rt3d_passes.RewriteKGSConv3D()(mod)
+    rewritten = rt3d_passes.RewriteKGSConv3D(include_dense=False)(mod)
     assert len(_kgs_funcs(rewritten)) == 2  # conv2 and conv3; dense conv1 untouched
     out = run_vm(mod, x, seq)
     with torch.no_grad():

@@ -7,7 +7,7 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import sparsity as S
-from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
+from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
 from rt3d_passes.testing import structured_weight
 from tests.conftest import assert_close_rel, conv3d_reference, run_vm
 
@@ -63,7 +63,7 @@ def test_rewrites_pruned_conv3d_structurally(rng):
 
 def test_dense_weights_leave_module_unchanged(rng):
     before = _before([structured_weight((32, 16, 3, 3, 3), "dense", 0, rng=rng)])
-    after = rt3d_passes.RewriteKGSConv3D()(before)
+    after = rt3d_passes.RewriteKGSConv3D(include_dense=False)(before)
     tvm.ir.assert_structural_equal(after, before)
 
 
@@ -71,9 +71,9 @@ def test_below_threshold_and_unstructured_stay_dense(rng):
     mild = structured_weight((32, 16, 3, 3, 3), "kgs", 0.1, (8, 4), rng)
     unstructured = structured_weight((32, 32, 3, 3, 3), "unstructured", 0.8, rng=rng)
     before = _before([mild, unstructured])
-    after = rt3d_passes.RewriteKGSConv3D(min_mac_reduction=1.5)(before)
+    after = rt3d_passes.RewriteKGSConv3D(min_mac_reduction=1.5, include_dense=False)(before)
     tvm.ir.assert_structural_equal(after, before)
-    reports = rt3d_passes.inspect(before, min_mac_reduction=1.5)
+    reports = rt3d_passes.inspect(before, min_mac_reduction=1.5, include_dense=False)
     assert [r.rewrite for r in reports] == [False, False]
     assert reports[0].reason.startswith("below threshold")
     assert reports[1].reason.startswith("unstructured")
@@ -153,7 +153,7 @@ def test_nan_weights_are_reported_and_left_dense(rng):
 
 def test_group_that_does_not_fit_is_reported(rng):
     w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
-    (report,) = rt3d_passes.inspect(_before([w]), group=(64, 4))
+    (report,) = rt3d_passes.inspect(_before([w]), group=(64, 4), include_dense=False)
     assert not report.rewrite and "group does not fit" in report.reason
     assert "larger than the weight's channels" in report.reason
 

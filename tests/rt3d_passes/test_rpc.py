@@ -20,7 +20,7 @@ from tvm import relax
 import rt3d_passes
 from rt3d_passes import rpc
 from rt3d_passes import sparsity as S
-from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
+from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
 from rt3d_passes.testing import structured_weight
 from rt3d_passes.tuning import alloc_arguments, fast_build
 from tests.conftest import assert_close_rel, pruned_tiny_c3d

@@ -9,10 +9,10 @@ import tvm
 from tvm import relax
 
 import rt3d_passes
-from rt3d_passes.kgs_conv3d import KGS_CONV3D_ATTR
 from rt3d_passes.target import get_target, host_target, kryo_target
 from rt3d_passes.testing import structured_weight
 from rt3d_passes.tuning import extract_tasks, open_database, tune_model
+from schedules.contract import KGS_CONV3D_ATTR
 from tests.conftest import assert_close_rel, run_vm
 
 
@@ -103,10 +103,11 @@ def test_tune_apply_resume(model_and_mod, tmp_path):
     assert all(row["best_ms"] <= row["default_ms"] for row in summary)
     # every task's workload is in the database and the pipeline applies it
     db = open_database(work, target)
-    from rt3d_passes.pipeline import _apply_database, rewrite_pass
+    from rt3d_passes.transform import rt3d_rewrite
+    from rt3d_passes.tuning import apply_database
 
     with target:
-        applied = _apply_database(db)(rewrite_pass()(mod))
+        applied = apply_database(db)(rt3d_rewrite()(mod))
     kgs = [f for f in applied.functions.values()
            if isinstance(f, tvm.tirx.PrimFunc) and KGS_CONV3D_ATTR in f.attrs]
     assert kgs and all(f.attrs.get("tirx.is_scheduled", False) for f in kgs)

@@ -12,9 +12,9 @@ from tvm.target import Target
 
 import rt3d_passes
 from rt3d_passes import sparsity as S
-from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
-from rt3d_passes.opencl_check import opencl_available, opencl_program
+from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
 from rt3d_passes.testing import structured_weight
+from rt3d_passes.testing.opencl import opencl_available, opencl_program
 from schedules.adreno_kgs_conv3d import (
     KGSConv3DAdreno,
     adreno_space,
@@ -133,8 +133,7 @@ def test_pocl_matches_torch(rng, name, rate, variant):
 def test_pocl_fused_epilogue_matches_torch(rng, name):
     """relu(conv + bias + residual) with the epilogue applied by the write-back (and, for the
     partial group, by the inlined crop)."""
-    from rt3d_passes.kgs_conv3d import kgs_conv3d_attrs
-    from rt3d_passes.kgs_conv3d_epilogue import kgs_conv3d_epilogue_te
+    from rt3d_passes.op import kgs_conv3d_attrs, kgs_conv3d_epilogue_te
 
     _, w, packed, geo = _layer(rng, name, 0.85)
     m = w.shape[0]

@@ -7,7 +7,7 @@ from tvm import s_tir, te
 
 import schedules
 from rt3d_passes import sparsity as S
-from rt3d_passes.kgs_conv3d import kgs_conv3d_primfunc
+from rt3d_passes.op import kgs_conv3d_primfunc
 from rt3d_passes.target import host_target
 from rt3d_passes.testing import structured_weight
 
@@ -21,17 +21,17 @@ def test_rule_returns_none_for_other_funcs():
     a = te.placeholder((16,), name="a")
     b = te.compute((16,), lambda i: a[i] * 2, name="b")
     func = te.create_prim_func([a, b])
-    assert schedules.KGSConv3DX86().apply(func, host_target(), False) is None
+    assert schedules.KGSConv3DCPU().apply(func, host_target(), False) is None
 
 
 def test_rule_returns_none_for_gpu_targets(rng):
     gpu = tvm.target.Target("qcom/adreno-opencl")
-    assert schedules.KGSConv3DX86().apply(_func(rng), gpu, False) is None
+    assert schedules.KGSConv3DCPU().apply(_func(rng), gpu, False) is None
 
 
 def test_fixed_schedule_is_deterministic_and_tunable_one_samples(rng):
     func = _func(rng)
-    fixed = [schedules.KGSConv3DX86().apply(func, host_target(), False) for _ in range(2)]
+    fixed = [schedules.KGSConv3DCPU().apply(func, host_target(), False) for _ in range(2)]
     tvm.ir.assert_structural_equal(fixed[0].mod, fixed[1].mod)
     decisions = fixed[0].trace.decisions
     assert len(decisions) == 3  # W tile, H tile, unroll step
@@ -62,7 +62,7 @@ def test_schedule_keeps_vector_width_of_group(rng):
 @pytest.mark.parametrize("rows_outer", [True, False])
 @pytest.mark.parametrize("strides", [(1, 1, 1), (1, 2, 2)])
 def test_every_structural_variant_matches_torch(rng, vector_axis, rows_outer, strides):
-    from rt3d_passes.kgs_conv3d import Conv3DGeometry, column_offsets
+    from rt3d_passes.op import Conv3DGeometry, column_offsets
     from tests.conftest import assert_close_rel, conv3d_reference
 
     in_shape = (1, 16, 4, 9, 14)
@@ -71,7 +71,7 @@ def test_every_structural_variant_matches_torch(rng, vector_axis, rows_outer, st
     geo = Conv3DGeometry(in_shape, (3, 3, 3), strides, (1, 1, 1))
     sch = s_tir.Schedule(kgs_conv3d_primfunc(in_shape, packed, strides, (1, 1, 1)))
     with host_target():
-        schedules.schedule_x86(sch, rows_outer=rows_outer, vector_axis=vector_axis)
+        schedules.schedule_cpu(sch, rows_outer=rows_outer, vector_axis=vector_axis)
     ex = tvm.compile(sch.mod, host_target())
     x = rng.standard_normal(in_shape).astype(np.float32)
     args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),

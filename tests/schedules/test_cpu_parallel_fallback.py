@@ -35,7 +35,7 @@ def test_fallback_does_not_apply_to_gpu_or_rt3d_operator(rng):
     assert rule.apply(func, tvm.target.Target("qcom/adreno-opencl"), False) is None
     assert rule.apply(func, rt3d_passes.host_target(), False) is not None
     from rt3d_passes import sparsity as S
-    from rt3d_passes.kgs_conv3d import kgs_conv3d_primfunc
+    from rt3d_passes.op import kgs_conv3d_primfunc
     from rt3d_passes.testing import structured_weight
 
     w = structured_weight((8, 4, 3, 3, 3), "kgs", 0.5, (8, 4), rng)

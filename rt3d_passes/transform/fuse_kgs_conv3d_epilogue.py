@@ -9,9 +9,10 @@ import numpy as np
 import tvm
 from tvm import IRModule, relax
 
-from .conv3d_analysis import _static_shape
-from .kgs_conv3d import KGS_CONV3D_ATTR, KGS_GEOMETRY_ATTR
-from .kgs_conv3d_epilogue import kgs_conv3d_epilogue_te
+from schedules.contract import KGS_GEOMETRY_ATTR, is_kgs_conv3d
+
+from ..op.epilogue import kgs_conv3d_epilogue_te
+from .analysis import static_shape
 
 __all__ = ["FuseKGSConv3DEpilogue"]
 
@@ -28,7 +29,7 @@ class FuseKGSConv3DEpilogue:
     A chain ``call_tir(kgs_conv3d, ...)`` → ``R.add(., bias)`` → ``R.add(., residual)`` →
     ``R.nn.relu(.)`` (each step optional, in this order; ``bias`` a constant with one value
     per output channel, ``residual`` any tensor of the output's shape) becomes one call of
-    :func:`rt3d_passes.kgs_conv3d_epilogue.kgs_conv3d_epilogue_te`. A step is only fused when
+    :func:`rt3d_passes.op.kgs_conv3d_epilogue_te`. A step is only fused when
     the value before it has no other user, so nothing is computed twice. The result keeps
     the chain's last variable; the replaced PrimFuncs are removed.
 
@@ -73,19 +74,19 @@ class _Chain:
     relu: bool = False
 
 
-@relax.expr_functor.visitor
-class _UseCounter(relax.PyExprVisitor):
-    """How often every variable is read (definitions do not count)."""
-
-    def __init__(self):
-        super().__init__()
-        self.uses: Counter = Counter()
-
-    def visit_var_(self, var: relax.Var) -> None:
-        self.uses[var] += 1
-
-    def visit_dataflow_var_(self, var: relax.DataflowVar) -> None:
-        self.uses[var] += 1
+def _use_counts(func: relax.Function) -> Counter:
+    """How often every variable of ``func`` is read: by the bindings of each dataflow block
+    (``relax.analysis.udchain``), of other blocks, and by the function's result."""
+    uses: Counter = Counter()
+    for block in func.body.blocks:
+        if isinstance(block, relax.DataflowBlock):
+            for var, users in relax.analysis.udchain(block).items():
+                uses[var] += len(users)
+        else:
+            for binding in block.bindings:
+                uses.update(relax.analysis.free_vars(binding.value))
+    uses.update(relax.analysis.free_vars(func.body.body))
+    return uses
 
 
 def _channel_bias(expr: relax.Expr, out_shape: tuple[int, ...],
@@ -94,7 +95,7 @@ def _channel_bias(expr: relax.Expr, out_shape: tuple[int, ...],
     a ``[1, M, 1, 1, 1]`` / ``[M, 1, 1, 1]`` constant, or ``R.reshape`` of an ``[M]`` one
     (how the torch importer adds a conv bias)."""
     m = out_shape[1]
-    if _static_shape(expr) not in {(1, m, 1, 1, 1), (m, 1, 1, 1)}:
+    if static_shape(expr) not in {(1, m, 1, 1, 1), (m, 1, 1, 1)}:
         return None
     value = values.get(expr, expr) if isinstance(expr, relax.Var) else expr
     if isinstance(value, relax.Call) and value.op.same_as(_RESHAPE):
@@ -108,12 +109,10 @@ def _channel_bias(expr: relax.Expr, out_shape: tuple[int, ...],
 
 
 def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
-    counter = _UseCounter()
-    counter.visit_expr(func)
-    uses = counter.uses
+    uses = _use_counts(func)
     bindings = [b for block in func.body.blocks for b in block.bindings
                 if isinstance(b, relax.VarBinding)]
-    values = {b.var: b.value for b in bindings}
+    values = relax.analysis.get_var2val(func)
     consumer: dict[relax.Var, relax.VarBinding] = {}
     for b in bindings:
         if isinstance(b.value, relax.Call):
@@ -132,10 +131,9 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
                 and isinstance(call.args[0], relax.GlobalVar)):
             continue
         prim = mod[call.args[0]]
-        if not (isinstance(prim, tvm.tirx.PrimFunc) and prim.attrs
-                and KGS_CONV3D_ATTR in prim.attrs and KGS_GEOMETRY_ATTR in prim.attrs):
+        if not (is_kgs_conv3d(prim) and KGS_GEOMETRY_ATTR in prim.attrs):
             continue
-        out_shape = _static_shape(b.var)
+        out_shape = static_shape(b.var)
         if out_shape is None:
             continue
         chain = _Chain(call=call, func=prim, end=b.var, dead=[])
@@ -151,7 +149,7 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
                 bias = _channel_bias(other, out_shape, values) if stage == 0 else None
                 if bias is not None:
                     chain.bias, stage = bias, 1
-                elif _static_shape(other) == out_shape and not other.same_as(chain.end):
+                elif static_shape(other) == out_shape and not other.same_as(chain.end):
                     chain.residual, stage = other, 2
                 else:
                     break
@@ -200,7 +198,7 @@ class _EpilogueFuser(relax.PyExprMutator):
                  if str(k) not in ("global_symbol",)}
         call = self.builder_.call_te(
             kgs_conv3d_epilogue_te, x, values, offsets, *extra,
-            out_channels=_static_shape(chain.end)[1], kernel=geo[0:3], strides=geo[3:6],
+            out_channels=static_shape(chain.end)[1], kernel=geo[0:3], strides=geo[3:6],
             padding=geo[6:12], dilation=geo[12:15], bias=chain.bias is not None,
             residual=chain.residual is not None, relu=chain.relu,
             primfunc_name_hint=chain.call.args[0].name_hint, primfunc_attrs=attrs,

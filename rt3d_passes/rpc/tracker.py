@@ -18,9 +18,19 @@ from typing import Any
 
 from tvm.rpc import base as rpc_base
 
-from .local_process import LocalProcess, free_port
+from .process import LocalProcess, free_port
 
-__all__ = ["Address", "check_tracker", "start_server", "start_tracker", "wait_for_server"]
+__all__ = [
+    "Address",
+    "check_tracker",
+    "describe",
+    "parse_address",
+    "start_server",
+    "start_tracker",
+    "tracker_call",
+    "tracker_socket",
+    "wait_for_server",
+]
 
 Address = str | tuple[str, int]
 
@@ -33,8 +43,8 @@ _RUN_SERVER_AS = (
 )
 
 
-
-def _split(address: Address) -> tuple[str, int]:
+def parse_address(address: Address) -> tuple[str, int]:
+    """``(host, port)`` of a ``"host:port"`` string or a pair; ValueError names a bad one."""
     if isinstance(address, tuple):
         return str(address[0]), int(address[1])
     host, _, port = str(address).rpartition(":")
@@ -43,12 +53,11 @@ def _split(address: Address) -> tuple[str, int]:
     return host, int(port)
 
 
-
 def _remaining(deadline: float) -> float:
     return max(0.01, deadline - time.monotonic())
 
 
-def _tracker_call(sock: socket.socket, request: list, deadline: float) -> Any:
+def tracker_call(sock: socket.socket, request: list, deadline: float) -> Any:
     sock.settimeout(_remaining(deadline))
     rpc_base.sendjson(sock, request)
     sock.settimeout(_remaining(deadline))
@@ -58,7 +67,7 @@ def _tracker_call(sock: socket.socket, request: list, deadline: float) -> Any:
     return reply[1] if len(reply) > 1 else None
 
 
-def _tracker_socket(host: str, port: int, deadline: float) -> socket.socket:
+def tracker_socket(host: str, port: int, deadline: float) -> socket.socket:
     """A connected, handshaken tracker socket, or a ``ConnectionError`` by ``deadline``
     (``time.monotonic()``; TVM's ``connect_tracker`` retries for 60 s instead)."""
     try:
@@ -93,15 +102,15 @@ def check_tracker(host: str, port: int, timeout_s: float = 5.0) -> dict:
         peer does not speak the tracker protocol in time.
     """
     deadline = time.monotonic() + timeout_s
-    sock = _tracker_socket(host, port, deadline)
+    sock = tracker_socket(host, port, deadline)
     try:
         with sock:
-            return _tracker_call(sock, [rpc_base.TrackerCode.SUMMARY], deadline)
+            return tracker_call(sock, [rpc_base.TrackerCode.SUMMARY], deadline)
     except OSError as err:
         raise ConnectionError(f"RPC tracker {host}:{port} did not answer: {err}") from err
 
 
-def _describe(summary: dict) -> str:
+def describe(summary: dict) -> str:
     queues = summary.get("queue_info", {})
     return ", ".join(f"{k} (free {v['free']}, pending {v['pending']})"
                      for k, v in sorted(queues.items())) or "no keys"
@@ -159,7 +168,7 @@ def wait_for_server(tracker_host: str, tracker_port: int, key: str, timeout_s: f
         )
     raise TimeoutError(
         f"no free RPC server with key {key!r} at tracker {tracker_host}:{tracker_port} after "
-        f"{timeout_s:g} s; the tracker has: {_describe(seen)}"
+        f"{timeout_s:g} s; the tracker has: {describe(seen)}"
     )
 
 
@@ -233,7 +242,7 @@ def start_server(key: str, tracker: Address = "127.0.0.1:9190", host: str = "127
     env : mapping, optional
         Extra environment variables.
     """
-    t_host, t_port = _split(tracker)
+    t_host, t_port = parse_address(tracker)
     port = port or free_port(host)
     args = ["--host", host, "--port", str(port), "--port-end", str(port + 1),
             "--tracker", f"{t_host}:{t_port}", "--key", key]

@@ -12,7 +12,7 @@ a host shell wrapper that runs that Python under qemu. Then::
 Under emulation ``import tvm`` alone takes ~30 s and a server registers after ~45 s or more;
 timings say nothing about a phone, but results and the whole RPC flow are real.
 
-``python -m rt3d_passes.emulated_kryo`` starts a tracker (unless ``--tracker``) and the server,
+``python -m rt3d_passes.rpc.emulated_kryo`` starts a tracker (unless ``--tracker``) and the server,
 prints ``ready <tracker host:port>`` once the key is registered, and stops both on SIGTERM
 (what ``scripts/emulated_kryo.sh start|stop`` does).
 """
@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import rpc
-from .target import kryo_target
+from ..target import kryo_target
+from .process import LocalProcess
+from .tracker import Address, parse_address, start_server, start_tracker, wait_for_server
 
 __all__ = ["EMULATED_KEY", "emulated_dir", "kryo_target", "not_set_up_reason",
            "start_emulated_kryo"]
@@ -57,8 +58,8 @@ def not_set_up_reason(directory: Path | None = None) -> str | None:
     return None
 
 
-def start_emulated_kryo(tracker: rpc.Address, key: str = EMULATED_KEY,
-                        directory: Path | None = None) -> rpc.LocalProcess:
+def start_emulated_kryo(tracker: Address, key: str = EMULATED_KEY,
+                        directory: Path | None = None) -> LocalProcess:
     """Start the aarch64 RPC server under qemu, registering ``key`` with ``tracker``.
 
     Returns at once; registration takes ~45 s or more (follow with
@@ -73,7 +74,7 @@ def start_emulated_kryo(tracker: rpc.Address, key: str = EMULATED_KEY,
     reason = not_set_up_reason(directory)
     if reason:
         raise FileNotFoundError(reason)
-    return rpc.start_server(key, tracker, python=str(directory / "py-aarch64"))
+    return start_server(key, tracker, python=str(directory / "py-aarch64"))
 
 
 def _raise_exit(*_: object) -> None:
@@ -87,13 +88,13 @@ def _serve(tracker: str | None, key: str, directory: Path, timeout_s: float) -> 
         signal.signal(sig, _raise_exit)
     with contextlib.ExitStack() as stack:
         if tracker is None:
-            own = stack.enter_context(rpc.start_tracker())
+            own = stack.enter_context(start_tracker())
             tracker = own.url
             print(f"tracker pid {own.pid}", flush=True)
         server = stack.enter_context(start_emulated_kryo(tracker, key, directory))
         print(f"server pid {server.pid}", flush=True)
-        host, port = tracker.rsplit(":", 1)
-        rpc.wait_for_server(host, int(port), key, timeout_s, process=server)
+        host, port = parse_address(tracker)
+        wait_for_server(host, port, key, timeout_s, process=server)
         print(f"ready {tracker} {key}", flush=True)
         while server.alive():
             time.sleep(1.0)

@@ -1,7 +1,8 @@
 """Per-layer analysis of ``R.nn.conv3d``: what sparsity a layer has and whether RT3D rewrites it.
 
-The rewrite pass and :func:`rt3d_passes.inspect` share :func:`analyze_conv3d`, so the report a
-user reads is exactly the decision the pass takes.
+The rewrite pass and :func:`inspect` share :func:`analyze_conv3d` and
+:class:`~rt3d_passes.transform.options.RewriteOptions`, so the report a user reads is exactly
+the decision the pass takes.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import tvm
-from tvm import relax
+from tvm import IRModule, relax
 
-from .kgs_conv3d import Conv3DGeometry
-from .sparsity import DEFAULT_STRAY_TOLERANCE, SparsityFormatError, SparsityInfo, classify
+from ..op.kgs_conv3d import Conv3DGeometry
+from ..sparsity import SparsityFormatError, SparsityInfo, classify
+from .options import RewriteOptions
 
 __all__ = [
     "CONV3D_OP",
@@ -23,6 +25,8 @@ __all__ = [
     "analyze_conv3d",
     "analyze_function",
     "format_reports",
+    "inspect",
+    "static_shape",
 ]
 
 CONV3D_OP = tvm.ir.Op.get("relax.nn.conv3d")
@@ -53,6 +57,8 @@ class Conv3DReport:
     kept_macs: int = 0
     computed_macs: int = 0
     """Layer MACs the KGS operator executes (kept + padding of shorter groups)."""
+    sparse: bool = False
+    """Rewritten as a structured sparse layer (its pruned columns skipped)."""
 
     @property
     def scheme(self) -> str:
@@ -63,13 +69,22 @@ class Conv3DReport:
         return self.sparsity.group if self.sparsity else None
 
     @property
+    def kernel(self) -> str:
+        """The kernel the layer gets: RT3D's sparse or dense operator, or TVM's default."""
+        if not self.rewrite:
+            return "tvm conv3d"
+        return "rt3d sparse" if self.sparse else "rt3d dense"
+
+    @property
     def mac_reduction(self) -> float:
         if not self.kept_macs:
             return float("inf") if self.dense_macs else 1.0
         return self.dense_macs / self.kept_macs
 
 
-def _static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    """The static shape of a tensor expression, or None (not a tensor, unknown rank, or a
+    symbolic dimension)."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None
@@ -84,10 +99,7 @@ def analyze_conv3d(
     *,
     function: str,
     layer: str,
-    group: Sequence[int] | None = None,
-    min_mac_reduction: float = 1.2,
-    include_dense: bool = False,
-    stray_tolerance: float = DEFAULT_STRAY_TOLERANCE,
+    options: RewriteOptions | None = None,
 ) -> Conv3DReport:
     """Analyze one ``R.nn.conv3d`` call.
 
@@ -97,19 +109,15 @@ def analyze_conv3d(
         A call of ``relax.nn.conv3d``.
     function, layer : str
         Names used in the report and in error messages.
-    group : (int, int), optional
-        Kernel-group shape; ``None`` detects the best one per layer.
-    min_mac_reduction : float
-        Structured layers whose dense/kept MAC ratio is below this stay dense.
-    include_dense : bool
-        Also rewrite layers without exploitable zeros (dense, unstructured, or below the
-        threshold), computing every column: RT3D's own dense conv3d.
-    stray_tolerance : float
-        See :func:`rt3d_passes.sparsity.classify`.
+    options : RewriteOptions, optional
+        What is rewritten (default: :class:`RewriteOptions`'s defaults).
     """
+    opts = options or RewriteOptions()
+    group, include_dense = opts.group, opts.include_dense
+    min_mac_reduction, stray_tolerance = opts.min_mac_reduction, opts.stray_tolerance
     a = call.attrs
     data, weight = call.args[0], call.args[1]
-    in_shape, w_shape = _static_shape(data), _static_shape(weight)
+    in_shape, w_shape = static_shape(data), static_shape(weight)
     common = dict(
         function=function,
         layer=layer,
@@ -164,7 +172,8 @@ def analyze_conv3d(
         return Conv3DReport(**common, sparsity=info, rewrite=True,
                             reason=f"{info.scheme} {info.group[0]}x{info.group[1]}, "
                                    f"{info.mac_reduction:.2f}x fewer MACs",
-                            dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2])
+                            dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2],
+                            sparse=True)
     if info.scheme == "unstructured":
         why = (f"unstructured: {info.stray_zero_fraction:.1%} of weights are zero outside "
                "whole kernel-group units")
@@ -195,7 +204,8 @@ class _Conv3DCollector(relax.PyExprVisitor):
         super().visit_var_binding_(binding)
 
 
-def analyze_function(func: relax.Function, function: str, **options) -> list[Conv3DReport]:
+def analyze_function(func: relax.Function, function: str,
+                     options: RewriteOptions | None = None) -> list[Conv3DReport]:
     """:func:`analyze_conv3d` for every conv3d of ``func``, in binding order.
 
     Layers are named from the function's ``rt3d.conv3d_names`` attribute when it is present
@@ -209,15 +219,42 @@ def analyze_function(func: relax.Function, function: str, **options) -> list[Con
         if len(given) == len(names):
             names = given
     return [
-        analyze_conv3d(call, function=function, layer=name, **options)
+        analyze_conv3d(call, function=function, layer=name, options=options)
         for name, (_, call) in zip(names, collector.found)
     ]
 
 
+def inspect(
+    mod: IRModule,
+    options: RewriteOptions | None = None,
+    *,
+    min_mac_reduction: float | None = None,
+    group: Sequence[int] | None = None,
+    include_dense: bool | None = None,
+    stray_tolerance: float | None = None,
+) -> list[Conv3DReport]:
+    """Report every ``R.nn.conv3d`` of ``mod``: scheme, group, MACs, and what
+    :class:`~rt3d_passes.RewriteKGSConv3D` with the same options would do, and why.
+
+    ``options`` (default :class:`RewriteOptions`'s defaults, which the ``rt3d`` pipeline
+    uses), with any keyword given replacing its field. Print the result with
+    :func:`format_reports`.
+    """
+    opts = RewriteOptions.of(options, min_mac_reduction=min_mac_reduction, group=group,
+                             include_dense=include_dense, stray_tolerance=stray_tolerance)
+    reports: list[Conv3DReport] = []
+    for g_var, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            reports.extend(analyze_function(func, g_var.name_hint, opts))
+    return reports
+
+
 def format_reports(reports: Sequence[Conv3DReport]) -> str:
-    """A fixed-width table of conv3d reports, with a total line. ``pad`` is the extra work of
-    rewritten layers over their kept MACs (shorter groups padded to the longest)."""
-    head = (f"{'layer':<18} {'weight':<20} {'scheme':<12} {'group':<6} {'GMACs':>8} "
+    """A table of conv3d reports, with a total line. Layer names are printed whole; ``pad`` is
+    the extra work of rewritten layers over their kept MACs (shorter groups padded to the
+    longest); the action names the kernel each layer gets and why."""
+    width = max([18, len("total conv3d"), *(len(r.layer) for r in reports)])
+    head = (f"{'layer':<{width}} {'weight':<20} {'scheme':<12} {'group':<6} {'GMACs':>8} "
             f"{'kept':>8} {'red.':>6} {'pad':>5}  action")
     lines = [head, "-" * len(head)]
     tot_dense = tot_kept = 0
@@ -227,15 +264,15 @@ def format_reports(reports: Sequence[Conv3DReport]) -> str:
         kept = r.kept_macs if r.rewrite else r.dense_macs
         tot_dense += r.dense_macs
         tot_kept += kept
-        act = ("sparse: " if r.rewrite else "dense: ") + r.reason
+        act = f"{r.kernel}: {r.reason}"
         pad = f"{r.computed_macs / r.kept_macs - 1:>4.0%}" if r.rewrite and r.kept_macs else "-"
         lines.append(
-            f"{r.layer[:18]:<18} {w:<20} {r.scheme:<12} {g:<6} {r.dense_macs / 1e9:>8.3f} "
+            f"{r.layer:<{width}} {w:<20} {r.scheme:<12} {g:<6} {r.dense_macs / 1e9:>8.3f} "
             f"{kept / 1e9:>8.3f} {r.dense_macs / max(kept, 1):>5.2f}x {pad:>5}  {act}"
         )
     lines.append("-" * len(head))
     lines.append(
-        f"{'total conv3d':<18} {'':<20} {'':<12} {'':<6} {tot_dense / 1e9:>8.3f} "
+        f"{'total conv3d':<{width}} {'':<20} {'':<12} {'':<6} {tot_dense / 1e9:>8.3f} "
         f"{tot_kept / 1e9:>8.3f} {tot_dense / max(tot_kept, 1):>5.2f}x"
     )
     return "\n".join(lines)

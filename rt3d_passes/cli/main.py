@@ -1,4 +1,4 @@
-"""The ``rt3d`` command line.
+"""The ``rt3d`` command line's parser and dispatch.
 
 Subcommands: ``inspect`` (per-layer report of a saved model), ``demo`` (the end-to-end demo),
 ``tune`` / ``compile`` (MetaSchedule tuning and building), and, from ``rt3d_prune``,
@@ -32,49 +32,54 @@ def _shape(text: str) -> tuple[int, ...]:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import rt3d_passes
-    from rt3d_passes.frontend import load_model_file
+    from ..transform import RewriteOptions, format_reports, inspect
+    from .model_spec import load_model_file
 
     mod = load_model_file(args.path, model=args.model, input_shape=args.input_shape)
-    reports = rt3d_passes.inspect(mod, min_mac_reduction=args.min_mac_reduction,
-                                  group=args.group, include_dense=args.include_dense)
+    options = RewriteOptions.of(min_mac_reduction=args.min_mac_reduction, group=args.group,
+                                include_dense=False if args.sparse_only else None)
+    reports = inspect(mod, options)
     if args.json:
         print(json.dumps([dict(layer=r.layer, weight_shape=r.weight_shape, scheme=r.scheme,
                                group=r.group, dense_macs=r.dense_macs, kept_macs=r.kept_macs,
-                               rewrite=r.rewrite, reason=r.reason) for r in reports], indent=1))
+                               rewrite=r.rewrite, kernel=r.kernel, reason=r.reason)
+                          for r in reports], indent=1))
     else:
-        print(rt3d_passes.format_reports(reports))
+        print(format_reports(reports))
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rt3d_passes.demo import run_demo
+    from .demo import run_demo
 
     run_demo(model=args.model, preset=args.preset, scheme=args.scheme, group=args.group,
              runs=args.runs, threads=args.threads, out_dir=args.out)
     return 0
 
 
-def _rpc(args: argparse.Namespace) -> dict | None:
+def _rpc(args: argparse.Namespace):
+    """The ``--rpc-*`` options as :class:`~rt3d_passes.rpc.RPCSettings`, after checking that
+    the tracker answers; None without them."""
     if not args.rpc_tracker:
         if args.rpc_key:
             raise ValueError("--rpc-key needs --rpc-tracker HOST:PORT")
         return None
     if not args.rpc_key:
         raise ValueError("--rpc-tracker needs --rpc-key (the device's key on the tracker)")
-    from rt3d_passes.rpc import check_tracker
+    from ..rpc import RPCSettings, check_tracker
 
-    host, _, port = args.rpc_tracker.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--rpc-tracker must be HOST:PORT, got {args.rpc_tracker!r}")
-    check_tracker(host, int(port), timeout_s=args.rpc_timeout)
-    return {"tracker": args.rpc_tracker, "key": args.rpc_key, "timeout": args.rpc_timeout}
+    try:
+        settings = RPCSettings(args.rpc_tracker, args.rpc_key, args.rpc_timeout)
+    except ValueError:
+        raise ValueError(f"--rpc-tracker must be HOST:PORT, got {args.rpc_tracker!r}") from None
+    check_tracker(*settings.address, timeout_s=args.rpc_timeout)
+    return settings
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from rt3d_passes.frontend import model_from_spec
-    from rt3d_passes.target import get_target
-    from rt3d_passes.tuning import tune_model
+    from ..target import get_target
+    from ..tuning import tune_model
+    from .model_spec import model_from_spec
 
     target = get_target(args.target)
     rpc = _rpc(args)
@@ -99,8 +104,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     import tvm
     from tvm import relax
 
-    from rt3d_passes.frontend import model_from_spec
-    from rt3d_passes.target import get_target
+    from ..target import get_target
+    from .model_spec import model_from_spec
 
     target = get_target(args.target)
     mod = model_from_spec(args.model, preset=args.preset, input_shape=args.input_shape)
@@ -152,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=_shape, help="N,C,D,H,W (default: the model's)")
     p.add_argument("--group", type=_group, help="kernel group, e.g. 8x4 (default: detect)")
     p.add_argument("--min-mac-reduction", type=float, default=1.2)
-    p.add_argument("--include-dense", action="store_true",
-                   help="report unpruned layers as compiled by RT3D's dense kernel")
+    p.add_argument("--sparse-only", action="store_true",
+                   help="report what a rewrite of the pruned layers only would do (the pipeline "
+                        "also compiles unpruned layers with RT3D's dense kernel)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_inspect)
 

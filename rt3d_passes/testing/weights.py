@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .sparsity import broadcast_unit_mask
+from ..sparsity import broadcast_unit_mask
 
 __all__ = ["structured_weight"]
 

@@ -7,15 +7,12 @@ from collections.abc import Sequence
 import tvm
 from tvm import IRModule, relax
 
-from .conv3d_analysis import CONV3D_OP, Conv3DReport, analyze_function
-from .kgs_conv3d import (
-    KGS_CONV3D_BLOCK,
-    Conv3DGeometry,
-    column_offsets,
-    kgs_conv3d_attrs,
-    kgs_conv3d_te,
-)
-from .sparsity import DEFAULT_STRAY_TOLERANCE, compact
+from schedules.contract import KGS_CONV3D_BLOCK
+
+from ..op.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
+from ..sparsity import compact
+from .analysis import CONV3D_OP, Conv3DReport, analyze_function
+from .options import RewriteOptions
 
 __all__ = ["RewriteKGSConv3D"]
 
@@ -28,22 +25,19 @@ class RewriteKGSConv3D:
     zero pattern (see :mod:`rt3d_passes.sparsity`) and at least ``min_mac_reduction`` fewer
     MACs becomes ``R.call_tir(kgs_conv3d, (x, values, offsets))``: the compacted weights and
     the column offsets are new constants, and the PrimFunc is the TE compute of
-    :func:`rt3d_passes.kgs_conv3d.kgs_conv3d_te`, carrying the ``rt3d.kgs_conv3d`` attribute
+    :func:`rt3d_passes.op.kgs_conv3d_te`, carrying the ``rt3d.kgs_conv3d`` attribute
     and a ``schedule_rule`` block annotation that select its schedule. Nothing else in the
     module changes.
 
     Parameters
     ----------
-    min_mac_reduction : float
-        Layers whose dense/kept MAC ratio is lower stay dense (the report says so).
-    group : (int, int), optional
-        Kernel-group shape ``(g_m, g_n)``; ``None`` detects the best shape per layer.
-    include_dense : bool
-        Also rewrite conv3d layers without exploitable zeros, computing every column. That
-        gives unpruned layers RT3D's scheduled kernel instead of TVM's default conv3d.
-    stray_tolerance : float
-        Fraction of zeros outside whole units tolerated before a layer counts as
-        unstructured (see :func:`rt3d_passes.sparsity.classify`).
+    options : RewriteOptions, optional
+        What is rewritten (default: :class:`~rt3d_passes.RewriteOptions`'s defaults, the
+        ``rt3d`` pipeline's).
+    min_mac_reduction, group, include_dense, stray_tolerance :
+        Replace the field of the same name of ``options`` when given (see
+        :class:`~rt3d_passes.RewriteOptions`): ``include_dense=False`` rewrites only the
+        pruned layers.
 
     Notes
     -----
@@ -57,26 +51,23 @@ class RewriteKGSConv3D:
 
     def __init__(
         self,
-        min_mac_reduction: float = 1.2,
+        options: RewriteOptions | None = None,
+        *,
+        min_mac_reduction: float | None = None,
         group: Sequence[int] | None = None,
-        include_dense: bool = False,
-        stray_tolerance: float = DEFAULT_STRAY_TOLERANCE,
+        include_dense: bool | None = None,
+        stray_tolerance: float | None = None,
     ):
-        if min_mac_reduction < 1.0:
-            raise ValueError(f"min_mac_reduction must be >= 1.0, got {min_mac_reduction}")
-        self.options = dict(
-            group=None if group is None else (int(group[0]), int(group[1])),
-            min_mac_reduction=float(min_mac_reduction),
-            include_dense=bool(include_dense),
-            stray_tolerance=float(stray_tolerance),
-        )
+        self.options = RewriteOptions.of(options, min_mac_reduction=min_mac_reduction,
+                                         group=group, include_dense=include_dense,
+                                         stray_tolerance=stray_tolerance)
 
     def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         """IRModule-level transformation"""
         rewriter = _KGSConv3DRewriter(mod)
         for g_var, func in mod.functions_items():
             if isinstance(func, relax.Function):
-                reports = analyze_function(func, g_var.name_hint, **self.options)
+                reports = analyze_function(func, g_var.name_hint, self.options)
                 if any(r.rewrite for r in reports):
                     rewriter.reports = reports
                     func = rewriter.visit_expr(func)

@@ -16,10 +16,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .conv3d_analysis import Conv3DReport, format_reports
-from .inspect_conv3d import inspect
-from .target import host_target
-from .threads import set_num_threads
+from ..frontend import from_torch
+from ..target import host_target
+from ..threads import set_num_threads
+from ..transform import Conv3DReport, format_reports, inspect
+from .model_spec import default_preset
 
 __all__ = ["DemoRow", "plot_rows", "run_demo", "time_runs"]
 
@@ -74,8 +75,6 @@ def run_demo(
 
     from rt3d_prune.models import build_model, default_input_shape
     from rt3d_prune.oneshot import prune_oneshot
-
-    from .frontend import default_preset, from_torch
 
     preset = preset or default_preset(model)
     torch.set_num_threads(threads)

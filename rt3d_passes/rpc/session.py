@@ -1,15 +1,5 @@
-"""Remote execution over TVM's RPC tracker: sessions with timeouts, and running a compiled
-model on a remote device. The process and tracker helpers live in
-:mod:`rt3d_passes.local_process` and :mod:`rt3d_passes.rpc_tracker`; they are re-exported
-here so that one import serves a whole RPC workflow.
-
-Example (loopback)::
-
-    from rt3d_passes import rpc
-    with rpc.start_tracker() as tracker, rpc.start_server("host", tracker.url):
-        rpc.wait_for_server(*tracker.address, "host", timeout_s=60)
-        outputs, timing = rpc.run_remote(ex, tracker.url, "host", [x])
-"""
+"""Remote execution over TVM's RPC tracker: sessions with timeouts, MetaSchedule's session
+factory, exports for a device, and running a compiled model on a remote device."""
 
 from __future__ import annotations
 
@@ -28,31 +18,21 @@ from tvm import relax, rpc
 from tvm.rpc import base as rpc_base
 from tvm.target import Target
 
-from .local_process import LocalProcess, free_port
-from .rpc_tracker import (
+from .tracker import (
     Address,
-    _describe,
-    _split,
-    _tracker_call,
-    _tracker_socket,
     check_tracker,
-    start_server,
-    start_tracker,
-    wait_for_server,
+    describe,
+    parse_address,
+    tracker_call,
+    tracker_socket,
 )
 
 __all__ = [
-    "LocalProcess",
-    "check_tracker",
     "create_runner_session",
     "cross_export_aarch64",
     "export_host",
-    "free_port",
     "request_session",
     "run_remote",
-    "start_server",
-    "start_tracker",
-    "wait_for_server",
 ]
 
 ExportFn = Callable[[Any], str]
@@ -80,16 +60,16 @@ def request_session(tracker: Address, key: str, timeout_s: float = 60.0,
     TimeoutError
         No server with ``key`` became free in time.
     """
-    host, port = _split(tracker)
+    host, port = parse_address(tracker)
     deadline = time.monotonic() + timeout_s
-    sock = _tracker_socket(host, port, deadline)
+    sock = tracker_socket(host, port, deadline)
     with sock:
         try:
-            url, s_port, matchkey = _tracker_call(
+            url, s_port, matchkey = tracker_call(
                 sock, [rpc_base.TrackerCode.REQUEST, key, "", priority], deadline)
         except TimeoutError:
             try:
-                seen = _describe(check_tracker(host, port, 1.0))
+                seen = describe(check_tracker(host, port, 1.0))
             except ConnectionError as err:
                 seen = str(err)
             raise TimeoutError(

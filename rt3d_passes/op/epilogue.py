@@ -12,12 +12,11 @@ from collections.abc import Sequence
 
 from tvm import te, tirx
 
+from schedules.contract import KGS_EPILOGUE_BLOCK, NO_SCHEDULE_RULE
+
 from .kgs_conv3d import kgs_conv3d_te
 
-__all__ = ["KGS_EPILOGUE_BLOCK", "kgs_conv3d_epilogue_te"]
-
-#: Name of the epilogue block (schedules look it up by name).
-KGS_EPILOGUE_BLOCK = "kgs_epilogue"
+__all__ = ["kgs_conv3d_epilogue_te"]
 
 
 def kgs_conv3d_epilogue_te(
@@ -39,12 +38,12 @@ def kgs_conv3d_epilogue_te(
     Parameters
     ----------
     x, values, offsets :
-        As in :func:`rt3d_passes.kgs_conv3d.kgs_conv3d_te`.
+        As in :func:`rt3d_passes.op.kgs_conv3d_te`.
     *extra : te.Tensor
         The bias ``[M]`` when ``bias``, then the residual ``[N, M, OD, OH, OW]`` when
         ``residual``, in that order.
     out_channels, kernel, strides, padding, dilation :
-        As in :func:`rt3d_passes.kgs_conv3d.kgs_conv3d_te`.
+        As in :func:`rt3d_passes.op.kgs_conv3d_te`.
     bias, residual, relu : bool
         Which parts of the epilogue to apply (in the order bias, residual, ReLU).
 
@@ -77,4 +76,4 @@ def kgs_conv3d_epilogue_te(
 
     # the operator's own rule schedules it (inlined into the write-back)
     return te.compute(shape, _epilogue, name=KGS_EPILOGUE_BLOCK,
-                      attrs={"schedule_rule": "None"})
+                      attrs={"schedule_rule": NO_SCHEDULE_RULE})

@@ -31,15 +31,21 @@ from collections.abc import Sequence
 import numpy as np
 from tvm import te, tirx
 
-from .sparsity import KGSCompact
+from schedules.contract import (
+    KGS_CONV3D_ATTR,
+    KGS_CONV3D_BLOCK,
+    KGS_CROP_BLOCK,
+    KGS_GEOMETRY_ATTR,
+    KGS_PAD_BLOCK,
+    KGS_PADDED_ATTR,
+    KGS_SCHEDULE_RULE,
+    KGS_STRIDES_ATTR,
+    NO_SCHEDULE_RULE,
+)
+
+from ..sparsity import KGSCompact
 
 __all__ = [
-    "KGS_CONV3D_ATTR",
-    "KGS_CONV3D_BLOCK",
-    "KGS_GEOMETRY_ATTR",
-    "KGS_PADDED_ATTR",
-    "KGS_SCHEDULE_RULE",
-    "KGS_STRIDES_ATTR",
     "PAD_OFFSET",
     "Conv3DGeometry",
     "column_offsets",
@@ -48,26 +54,12 @@ __all__ = [
     "kgs_conv3d_te",
 ]
 
-#: PrimFunc attribute marking the operator; its value is the group size g_m.
-KGS_CONV3D_ATTR = "rt3d.kgs_conv3d"
 #: Offset of a padding slot (groups shorter than the longest are padded, with zero weights).
 #: A valid address keeps the inner loop branch-free: a per-slot guard (TE's ``if_then_else``)
 #: is vectorized lane by lane, splits every FMA into mul/select/add and spills registers,
 #: costing far more than the padded MACs (and ``te.sum(where=...)`` is dropped by
 #: ``create_prim_func`` in TVM 0.27).
 PAD_OFFSET = 0
-#: PrimFunc attribute: (Dp, Hp, Wp) of the flat padded input, for the schedules.
-KGS_PADDED_ATTR = "rt3d.padded_spatial"
-#: PrimFunc attribute: (s_d, s_h, s_w), for the schedules (vectorizing along W needs s_w = 1).
-KGS_STRIDES_ATTR = "rt3d.strides"
-#: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3)]``,
-#: for passes that rebuild the operator (the epilogue fusion).
-KGS_GEOMETRY_ATTR = "rt3d.geometry"
-#: Name of the compute block (schedules look it up by name).
-KGS_CONV3D_BLOCK = "kgs_conv3d"
-#: The block's ``schedule_rule`` annotation: MetaSchedule's ApplyCustomRule looks up the
-#: global function ``s_tir.meta_schedule.<target key>.rt3d.kgs_conv3d``.
-KGS_SCHEDULE_RULE = "rt3d.kgs_conv3d"
 
 
 class Conv3DGeometry:
@@ -230,9 +222,8 @@ def kgs_conv3d_te(
     xpad = te.compute(
         (n_batch, chans * dp * hp * wp),
         _pad,
-        name="kgs_pad",
-        # MetaSchedule's default rules leave it to the operator's own rule
-        attrs={"schedule_rule": "None"},
+        name=KGS_PAD_BLOCK,
+        attrs={"schedule_rule": NO_SCHEDULE_RULE},
     )
     t = te.reduce_axis((0, t_len), name="t")
     plane, row = hp * wp, wp
@@ -253,8 +244,8 @@ def kgs_conv3d_te(
         y = te.compute(
             (n_batch, out_channels, od, oh, ow),
             lambda n, m, d, h, w: y[n, m, d, h, w],
-            name="kgs_crop",
-            attrs={"schedule_rule": "None"},
+            name=KGS_CROP_BLOCK,
+            attrs={"schedule_rule": NO_SCHEDULE_RULE},
         )
     return y
 

@@ -1,0 +1,26 @@
+"""RT3D's Relax passes, one per file, and the per-layer analysis they share.
+
+* :class:`FoldBatchNormToConv3D` -- inference batch norm into the conv3d weights;
+* :class:`RewriteKGSConv3D` -- pruned (and, by default, dense) conv3d to RT3D's operator;
+* :class:`FuseKGSConv3DEpilogue` -- bias, residual add and ReLU into the operator;
+* :func:`rt3d_rewrite` -- the three in the ``rt3d`` pipeline's order;
+* :func:`inspect` / :func:`format_reports` -- what the rewrite does to each layer, and why.
+"""
+
+from .analysis import Conv3DReport, format_reports, inspect
+from .fold_batch_norm_to_conv3d import FoldBatchNormToConv3D
+from .fuse_kgs_conv3d_epilogue import FuseKGSConv3DEpilogue
+from .options import RewriteOptions
+from .rewrite import rt3d_rewrite
+from .rewrite_kgs_conv3d import RewriteKGSConv3D
+
+__all__ = [
+    "Conv3DReport",
+    "FoldBatchNormToConv3D",
+    "FuseKGSConv3DEpilogue",
+    "RewriteKGSConv3D",
+    "RewriteOptions",
+    "format_reports",
+    "inspect",
+    "rt3d_rewrite",
+]

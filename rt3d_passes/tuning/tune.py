@@ -1,0 +1,156 @@
+"""``tune_model``: tune a model's RT3D operators with MetaSchedule, locally or over RPC.
+
+``tune_model`` extracts the KGS conv3d tasks of a model as the ``rt3d`` pipeline produces them
+(:mod:`.tasks`), tunes them one by one with RT3D's design space
+(:func:`schedules.meta_schedule.design_space`) into a JSON database kept per target
+(:mod:`.database`), and resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+import tvm
+from tvm.target import Target
+
+import schedules.meta_schedule as rt3d_ms
+
+from ..rpc import RPCSettings, cross_export_aarch64
+from ..threads import set_num_threads
+from ..transform import RewriteOptions
+from .database import open_database
+from .measure import make_builder, make_runner, without_tensor_intrin
+from .tasks import TuningTask, extract_tasks
+
+__all__ = ["commit_default", "records_for", "tune_model"]
+
+
+def commit_default(db, task: TuningTask, target: Target, builder, runner) -> float | None:
+    """Measure the untuned default schedule of ``task`` and commit it as a tuning record.
+
+    With few trials, or a machine whose load drifts, MetaSchedule's search can end on a
+    schedule slower than the default; with the default in the database, the best record
+    applied later is never worse than the untuned build. Returns its mean run time (s), or
+    None when it could not be built or run (tuning then goes on without it).
+    """
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    sch = s_tir.Schedule(task.mod)
+    with target:
+        rt3d_ms.schedule_for(target)(sch, True)
+    (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+    if built.error_msg:
+        return None
+    args_info = ms.arg_info.ArgInfo.from_prim_func(task.mod["main"])
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, device, args_info)])
+    result = future.result()
+    if result.error_msg or not result.run_secs:
+        return None
+    workload = db.commit_workload(task.mod)
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, result.run_secs,
+                                                     target, args_info))
+    return float(np.mean([float(v) for v in result.run_secs]))
+
+
+def records_for(db, mod: tvm.IRModule) -> int:
+    if not db.has_workload(mod):
+        return 0
+    return len(db.get_top_k(db.commit_workload(mod), 10_000))
+
+
+# ---------------------------------------------------------------- tuning
+def tune_model(
+    mod: tvm.IRModule,
+    target: Target,
+    work_dir: str | os.PathLike,
+    trials_per_task: int = 32,
+    rpc: RPCSettings | None = None,
+    num_trials_per_iter: int = 8,
+    export: Callable | None = None,
+    progress: bool = True,
+    seed: int = 1,
+    options: RewriteOptions | None = None,
+) -> list[dict]:
+    """Tune every KGS conv3d task of ``mod`` for ``target`` into ``work_dir``.
+
+    Tasks that already hold ``trials_per_task`` records are skipped (resume), so an
+    interrupted run goes on where it stopped, and records measured before a failure stay.
+
+    Parameters
+    ----------
+    mod : IRModule
+        The model with constant weights (e.g. from :func:`rt3d_passes.from_torch`).
+    target : Target
+    work_dir : path
+        Database directory, one per target.
+    trials_per_task : int
+    rpc : RPCSettings, optional
+        Measure on the RPC devices registered under its key instead of locally.
+    export : callable, optional
+        ``f_export`` of the builder (cross-compilation for a remote device); by default the
+        aarch64 cross compiler for aarch64 targets measured over RPC.
+    progress : bool
+        Show a progress bar.
+    seed : int
+        Random state of the search.
+    options : RewriteOptions, optional
+        Which layers become tasks: the options the model will be compiled with.
+
+    Returns
+    -------
+    summary : list of dict
+        Per task: name, weight, MACs, trials run now, records, best ms, and the default
+        schedule's ms when it was measured in this call (it is the first record of a task).
+    """
+    from tqdm import tqdm
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = extract_tasks(mod, target, options)
+    db = open_database(work_dir, target, create=True)
+    if not rpc:
+        # the runner's worker processes inherit TVM_NUM_THREADS: measure with the thread
+        # count the model will run with, not TVM's default (half the CPUs on x86)
+        set_num_threads(int(target.attrs.get("num-cores", 0)) or None)
+    if export is None and rpc and "aarch64" in str(target.attrs.get("mtriple", "")):
+        export = cross_export_aarch64
+    # MetaSchedule logs every iteration at INFO; the progress bar says enough
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    summary = []
+    bar = tqdm(tasks, desc=f"tuning {len(tasks)} tasks", unit="task", disable=not progress)
+    for task in bar:
+        done = records_for(db, task.mod)
+        todo = max(0, trials_per_task - done)
+        bar.set_postfix_str(f"{task.name}: {done} records, {todo} trials to run")
+        default_ms = None
+        if todo:
+            builder = make_builder(export)
+            runner = make_runner(task.offsets, rpc)
+            if done == 0:
+                secs = commit_default(db, task, target, builder, runner)
+                default_ms = None if secs is None else secs * 1e3
+                todo -= secs is not None
+            if todo > 0:
+                with without_tensor_intrin():
+                    ctx = ms.TuneContext(mod=task.mod, target=target,
+                                         space_generator=rt3d_ms.design_space(target),
+                                         search_strategy="evolutionary", task_name=task.name,
+                                         rand_state=seed, num_threads=min(2, os.cpu_count() or 1))
+                    ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir),
+                                  max_trials_global=todo, num_trials_per_iter=min(
+                                      num_trials_per_iter, todo),
+                                  builder=builder, runner=runner, database=db,
+                                  cost_model="xgb" if todo >= 16 else "random",
+                                  task_scheduler="round-robin")
+        records = db.get_top_k(db.commit_workload(task.mod), 1) if db.has_workload(
+            task.mod) else []
+        best = float(np.mean([float(v) for v in records[0].run_secs])) * 1e3 if records \
+            else None
+        summary.append(dict(task=task.name, weight=task.weight, macs=task.macs,
+                            trials_run=todo, records=records_for(db, task.mod), best_ms=best,
+                            default_ms=default_ms))
+    return summary
