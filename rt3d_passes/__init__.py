@@ -10,39 +10,22 @@ Quick start::
 
 Rooms: :mod:`.op` (operators' computes), :mod:`.transform` (passes and their analysis),
 :mod:`.tuning`, :mod:`.rpc`, :mod:`.cli`, :mod:`.testing`; :mod:`.sparsity` is the numpy
-contract with ``rt3d_prune``.
+contract with ``rt3d_prune``. The names below are the public API (re-exported as ``X as X``).
 """
 
-from . import sparsity
-from .frontend import from_exported, from_torch
-from .op import kgs_conv3d_primfunc, kgs_conv3d_te
-from .pipeline import rt3d_pipeline
-from .target import get_target, host_target, kryo_target
-from .transform import (
-    Conv3DReport,
-    FoldBatchNormToConv3D,
-    FuseKGSConv3DEpilogue,
-    RewriteKGSConv3D,
-    RewriteOptions,
-    format_reports,
-    inspect,
-)
-
-__all__ = [
-    "Conv3DReport",
-    "FoldBatchNormToConv3D",
-    "FuseKGSConv3DEpilogue",
-    "RewriteKGSConv3D",
-    "RewriteOptions",
-    "format_reports",
-    "from_exported",
-    "from_torch",
-    "get_target",
-    "host_target",
-    "inspect",
-    "kgs_conv3d_primfunc",
-    "kgs_conv3d_te",
-    "kryo_target",
-    "rt3d_pipeline",
-    "sparsity",
-]
+from . import sparsity as sparsity
+from .frontend import from_exported as from_exported
+from .frontend import from_torch as from_torch
+from .op import kgs_conv3d_primfunc as kgs_conv3d_primfunc
+from .op import kgs_conv3d_te as kgs_conv3d_te
+from .pipeline import rt3d_pipeline as rt3d_pipeline
+from .target import get_target as get_target
+from .target import host_target as host_target
+from .target import kryo_target as kryo_target
+from .transform import Conv3DReport as Conv3DReport
+from .transform import FoldBatchNormToConv3D as FoldBatchNormToConv3D
+from .transform import FuseKGSConv3DEpilogue as FuseKGSConv3DEpilogue
+from .transform import RewriteKGSConv3D as RewriteKGSConv3D
+from .transform import RewriteOptions as RewriteOptions
+from .transform import format_reports as format_reports
+from .transform import inspect as inspect

@@ -359,16 +359,8 @@ def compact(weight: np.ndarray, group: Sequence[int], name: str = "weight") -> K
 
     Every unit that holds a non-zero weight is kept whole, so ``compact(w).to_dense()``
     equals ``w`` exactly for any weight (stray zeros inside kept units stay as zeros).
-    Callers decide whether compaction is worth it with :func:`classify`.
-
-    Parameters
-    ----------
-    weight : np.ndarray
-        Conv3d weight ``[M, N, Kd, Kh, Kw]``.
-    group : (int, int)
-        Kernel-group shape ``(g_m, g_n)``.
-    name : str
-        Layer name used in error messages.
+    Callers decide whether compaction is worth it with :func:`classify`. The parameters are
+    :func:`unit_mask`'s.
     """
     weight = _check_weight(weight, name)
     gm, gn = _check_group(group, weight.shape, name)

@@ -126,11 +126,8 @@ def schedule_kgs_conv3d_adreno(
 
     Parameters
     ----------
-    sch : s_tir.Schedule
-        Schedule of a PrimFunc from :func:`rt3d_passes.op.kgs_conv3d_te`.
-    fixed : bool
-        True: heuristic decisions (the untuned default). False: knobs left to sampling, so the
-        same function is a MetaSchedule design space.
+    sch, fixed :
+        As in :func:`schedules.cpu_kgs_conv3d.schedule_kgs_conv3d_cpu`.
     stage_weights : bool
         Stage each work-group's weight and offset slab in local memory.
     inline_pad : bool

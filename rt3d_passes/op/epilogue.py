@@ -8,7 +8,7 @@ re-written by up to three elementwise kernels (R(2+1)D spent ~20% of its time in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from tvm import te, tirx
 
@@ -24,14 +24,10 @@ def kgs_conv3d_epilogue_te(
     values: te.Tensor,
     offsets: te.Tensor,
     *extra: te.Tensor,
-    out_channels: int,
-    kernel: Sequence[int],
-    strides: Sequence[int] = (1, 1, 1),
-    padding: Sequence[int] = (0, 0, 0),
-    dilation: Sequence[int] = (1, 1, 1),
     bias: bool = False,
     residual: bool = False,
     relu: bool = False,
+    **conv: Any,
 ) -> te.Tensor:
     """TE compute of the KGS conv3d followed by its epilogue.
 
@@ -42,10 +38,11 @@ def kgs_conv3d_epilogue_te(
     *extra : te.Tensor
         The bias ``[M]`` when ``bias``, then the residual ``[N, M, OD, OH, OW]`` when
         ``residual``, in that order.
-    out_channels, kernel, strides, padding, dilation :
-        As in :func:`rt3d_passes.op.kgs_conv3d_te`.
     bias, residual, relu : bool
         Which parts of the epilogue to apply (in the order bias, residual, ReLU).
+    **conv :
+        The convolution's keyword arguments (``out_channels``, ``kernel``, ``strides``,
+        ``padding``, ``dilation``), as in :func:`rt3d_passes.op.kgs_conv3d_te`.
 
     Returns
     -------
@@ -55,7 +52,7 @@ def kgs_conv3d_epilogue_te(
     if len(extra) != int(bias) + int(residual):
         raise ValueError(f"expected {int(bias) + int(residual)} extra tensors (bias={bias}, "
                          f"residual={residual}), got {len(extra)}")
-    conv = kgs_conv3d_te(x, values, offsets, out_channels, kernel, strides, padding, dilation)
+    conv = kgs_conv3d_te(x, values, offsets, **conv)
     shape = tuple(int(s) for s in conv.shape)
     bias_t = extra[0] if bias else None
     res_t = extra[-1] if residual else None
