@@ -7,7 +7,8 @@ import pytest
 import torch
 
 
-def conv3d_reference(x, weight, strides=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1)):
+def conv3d_reference(x, weight, strides=(1, 1, 1), padding=(0, 0, 0), dilation=(1, 1, 1),
+                     groups=1):
     """``torch.nn.functional.conv3d`` with Relax's padding (3 or 6 values, asymmetric)."""
     import torch
 
@@ -15,7 +16,8 @@ def conv3d_reference(x, weight, strides=(1, 1, 1), padding=(0, 0, 0), dilation=(
     p = p * 2 if len(p) == 3 else p
     xt = torch.nn.functional.pad(torch.from_numpy(x), (p[2], p[5], p[1], p[4], p[0], p[3]))
     return torch.nn.functional.conv3d(
-        xt, torch.from_numpy(weight), stride=tuple(strides), dilation=tuple(dilation)
+        xt, torch.from_numpy(weight), stride=tuple(strides), dilation=tuple(dilation),
+        groups=groups,
     ).numpy()
 
 

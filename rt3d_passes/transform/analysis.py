@@ -24,9 +24,12 @@ __all__ = [
     "Conv3DReport",
     "analyze_conv3d",
     "analyze_function",
+    "conv3d_weight",
     "format_reports",
+    "grouped_unit",
     "inspect",
     "static_shape",
+    "ungroup",
 ]
 
 CONV3D_OP = tvm.ir.Op.get("relax.nn.conv3d")
@@ -94,6 +97,36 @@ def static_shape(expr: relax.Expr) -> tuple[int, ...] | None:
         return None  # symbolic dimension
 
 
+def ungroup(weight: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped conv3d weight ``[M, N/groups, K...]`` as the equivalent dense weight
+    ``[M, N, K...]``: block diagonal, zero where an output channel does not read an input
+    channel. Those zeros are whole units of any :func:`grouped_unit`, so RT3D's operator
+    computes exactly the grouped conv's MACs."""
+    m, ng = weight.shape[:2]
+    mg = m // groups
+    dense = np.zeros((m, ng * groups, *weight.shape[2:]), dtype=weight.dtype)
+    for g in range(groups):
+        dense[g * mg:(g + 1) * mg, g * ng:(g + 1) * ng] = weight[g * mg:(g + 1) * mg]
+    return dense
+
+
+def grouped_unit(out_per_group: int, in_per_group: int) -> tuple[int, int]:
+    """The kernel-group shape for a grouped conv3d: the largest ``g_m <= 8`` dividing the
+    output channels of a channel group (a vector of output channels shares each column) and
+    ``g_n <= 4`` dividing its input channels, so no unit straddles two channel groups."""
+    gm = max(d for d in range(1, min(out_per_group, 8) + 1) if out_per_group % d == 0)
+    gn = max(d for d in range(1, min(in_per_group, 4) + 1) if in_per_group % d == 0)
+    return gm, gn
+
+
+def conv3d_weight(call: relax.Call) -> np.ndarray:
+    """The constant weight of a conv3d call as the dense ``[M, N, K...]`` weight RT3D's
+    operator reads (grouped convs :func:`ungroup`-ed)."""
+    weight = call.args[1].value.numpy()
+    groups = int(call.attrs.groups)
+    return ungroup(weight, groups) if groups > 1 else weight
+
+
 def analyze_conv3d(
     call: relax.Call,
     *,
@@ -135,8 +168,7 @@ def analyze_conv3d(
     if a.data_layout != "NCDHW" or a.kernel_layout != "OIDHW" or a.out_layout != "NCDHW":
         return dense(f"layout {a.data_layout}/{a.kernel_layout}/{a.out_layout} "
                      "(only NCDHW/OIDHW/NCDHW)")
-    if int(a.groups) != 1:
-        return dense(f"groups={int(a.groups)} (only groups=1)")
+    groups = int(a.groups)
     if not isinstance(weight, tvm.ir.GenericConst):
         return dense("weight is not a constant (bind it: relax.transform.BindParams "
                      "or rt3d_passes.from_torch)")
@@ -146,17 +178,21 @@ def analyze_conv3d(
     dtypes.discard("")
     if dtypes != {"float32"}:
         return dense(f"dtype {sorted(dtypes)} (only float32)")
-    if in_shape[1] != w_shape[1]:
+    if in_shape[1] != w_shape[1] * groups or w_shape[0] % groups:
         # Relax's type inference rejects this too; guard anyway so a bad module never reaches
         # the kernel with mismatched channels
         raise ValueError(
             f"{function}/{layer}: input {in_shape} has {in_shape[1]} channels but weight "
-            f"{w_shape} expects {w_shape[1]}"
+            f"{w_shape} with groups={groups} expects {w_shape[1] * groups}"
         )
     geo = Conv3DGeometry(in_shape, w_shape[2:], common["strides"], common["padding"],
                          common["dilation"])
     voxels = in_shape[0] * int(np.prod(geo.output_spatial))
-    w_np = weight.value.numpy()
+    w_np = conv3d_weight(call)
+    grouped = f"grouped conv3d (groups={groups}): " if groups > 1 else ""
+    if groups > 1:
+        # a channel group's block is read as whole units: the kernel skips the rest exactly
+        group = grouped_unit(w_shape[0] // groups, w_shape[1])
     try:
         info = classify(w_np, group, stray_tolerance=stray_tolerance, name=f"{function}/{layer}")
     except SparsityFormatError as err:
@@ -164,17 +200,23 @@ def analyze_conv3d(
             return dense(f"group does not fit: {err}")
         # computed dense anyway: any group shape that fits will do
         info = classify(w_np, None, stray_tolerance=stray_tolerance, name=f"{function}/{layer}")
-    macs = (info.dense_macs * voxels, info.kept_macs * voxels, info.computed_macs * voxels)
+    # a grouped conv's own MACs are its dense MACs (the block diagonal is not pruning)
+    layer_macs = int(np.prod(w_shape))
+    macs = (layer_macs * voxels, info.kept_macs * voxels, info.computed_macs * voxels)
     if info.nonfinite:
         return dense(f"{info.nonfinite} NaN/Inf weights", info, macs)
-    structured = info.is_structured and info.mac_reduction >= min_mac_reduction
-    if structured:
+    reduction = layer_macs / max(info.kept_macs, 1)
+    if info.is_structured and reduction >= min_mac_reduction:
         return Conv3DReport(**common, sparsity=info, rewrite=True,
-                            reason=f"{info.scheme} {info.group[0]}x{info.group[1]}, "
-                                   f"{info.mac_reduction:.2f}x fewer MACs",
+                            reason=f"{grouped}{info.scheme} {info.group[0]}x{info.group[1]}, "
+                                   f"{reduction:.2f}x fewer MACs",
                             dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2],
                             sparse=True)
-    if info.scheme == "unstructured":
+    if groups > 1:
+        why = grouped + ("unpruned" if info.kept_macs == layer_macs else
+                         f"below threshold: {reduction:.2f}x < min_mac_reduction "
+                         f"{min_mac_reduction:g}")
+    elif info.scheme == "unstructured":
         why = (f"unstructured: {info.stray_zero_fraction:.1%} of weights are zero outside "
                "whole kernel-group units")
     elif info.scheme == "dense":

@@ -11,7 +11,7 @@ from schedules.contract import KGS_CONV3D_BLOCK
 
 from ..op.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
 from ..sparsity import compact
-from .analysis import CONV3D_OP, Conv3DReport, analyze_function
+from .analysis import CONV3D_OP, Conv3DReport, analyze_function, conv3d_weight
 from .options import RewriteOptions
 
 __all__ = ["RewriteKGSConv3D"]
@@ -95,7 +95,7 @@ class _KGSConv3DRewriter(relax.PyExprMutator):
 
 
 def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DReport):
-    weight = call.args[1].value.numpy()
+    weight = conv3d_weight(call)
     packed = compact(weight, report.group, name=f"{report.function}/{report.layer}")
     data, input_shape, strides = call.args[0], report.input_shape, report.strides
     if (tuple(weight.shape[2:]) == (1, 1, 1) and max(strides) > 1

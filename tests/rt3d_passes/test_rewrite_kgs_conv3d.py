@@ -130,7 +130,6 @@ def test_weights_as_parameters_need_bind_params(rng):
 def test_unsupported_layers_are_reported_not_rewritten(rng):
     w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
     cases = {
-        "groups=2": _before([w[:, :8]], groups=2),
         "only float32": _before([w.astype(np.float16)], dtype="float16"),
         "layout": _before([np.ascontiguousarray(w.transpose(2, 3, 4, 1, 0))],
                           x_shape=(1, 4, 8, 8, 16), data_layout="NDHWC",
@@ -184,3 +183,38 @@ def test_strided_1x1x1_is_sliced_then_unit_stride(rng, strides):
     assert [int(s) for s in prim.attrs["rt3d.strides"]] == [1, 1, 1]
     xin = rng.standard_normal(x_shape).astype(np.float32)
     assert_close_rel(run_vm(before, xin), conv3d_reference(xin, w, strides), 1e-5)
+
+
+@pytest.mark.parametrize("channels,groups,out_channels", [
+    (16, 16, 16),   # depthwise (X3D, CSN)
+    (16, 2, 24),    # two groups
+    (32, 8, 32),    # ResNeXt-like: 4 channels per group
+    (12, 12, 24),   # channel multiplier 2
+])
+def test_grouped_conv3d_runs_on_rt3d_operator(rng, channels, groups, out_channels):
+    """Grouped and depthwise conv3d run on RT3D's operator (block-diagonal weight: each output
+    group reads only its channel group), never on TVM's unscheduled default conv3d."""
+    w = rng.standard_normal((out_channels, channels // groups, 3, 3, 3)).astype(np.float32)
+    x_shape = (1, channels, 4, 8, 8)
+    mod = _before([w], x_shape=x_shape, groups=groups)
+    (report,) = rt3d_passes.inspect(mod)
+    assert report.rewrite and report.kernel == "rt3d dense", report.reason
+    assert f"groups={groups}" in report.reason
+    assert report.dense_macs == report.kept_macs == w.size * 4 * 8 * 8  # the grouped MACs
+    assert not rt3d_passes.inspect(mod, include_dense=False)[0].rewrite
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    out = run_vm(mod, x, "rt3d")
+    ref = np.maximum(conv3d_reference(x, w, padding=(1, 1, 1), groups=groups), 0)
+    assert_close_rel(out, ref, 1e-5)
+
+
+def test_pruned_grouped_conv3d_is_sparse(rng):
+    """KGS zeros inside a grouped conv's blocks are skipped too."""
+    w = rng.standard_normal((32, 4, 3, 3, 3)).astype(np.float32)
+    w[:, :, 0] = 0  # every kernel's first depth slice: whole units of any group shape
+    mod = _before([w], x_shape=(1, 32, 4, 8, 8), groups=8)
+    (report,) = rt3d_passes.inspect(mod)
+    assert report.kernel == "rt3d sparse" and report.mac_reduction == pytest.approx(1.5)
+    x = rng.standard_normal((1, 32, 4, 8, 8)).astype(np.float32)
+    ref = np.maximum(conv3d_reference(x, w, padding=(1, 1, 1), groups=8), 0)
+    assert_close_rel(run_vm(mod, x, "rt3d"), ref, 1e-5)
