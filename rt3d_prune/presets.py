@@ -15,6 +15,15 @@
   MACs, so the paper's rates alone give only 3.0x.
 * ``c3d_small-5x`` -- a harsher pattern: conv2, conv3a, conv3b, conv4b 90 %, conv4a 85 %,
   conv5a/conv5b 80 %, conv1 dense.
+* ``x3d_xs-3x``, ``x3d_s-3x``, ``slow_r50-3x``, ``ir_csn_50-2.5x``, ``slowfast_r50-3x`` --
+  ours (RT3D has no rates for these models): one uniform rate on every ``groups = 1`` conv3d
+  except the 3-channel stems and X3D's squeeze-excitation convs (which run on a 1x1x1 pooled
+  tensor); depthwise / channel-wise convs stay dense (KGS needs ``groups = 1``). Rates are
+  chosen for about 3x fewer conv MACs at :func:`~rt3d_prune.models.default_input_shape`:
+  X3D 80 % (its 1x1x1 convs; the depthwise 3x3x3 and the stem keep 17 % of the MACs) ->
+  2.9x; Slow-R50 70 % -> 3.1x; SlowFast-R50 70 % (lateral 7x1x1 convs included) -> 2.9x.
+  ir-CSN-50's dense 3x7x7 stem alone is 27 % of its MACs at 8x128x128, so 85 % on the rest
+  gives only 2.5x (3x would need 93 %).
 
 Rates are per-layer fractions of units (KGS) or kernel groups (vanilla); see
 :class:`~rt3d_prune.config.SparsityConfig`.
@@ -72,6 +81,17 @@ def _s3d_rates() -> dict[str, float]:
     return {n: 0.66 for n, s in _conv_names("s3d") if s[1] >= 4 and s[2] * s[3] * s[4] > 1}
 
 
+def _groups1_rates(model: str, rate: float) -> dict[str, float]:
+    # every groups=1 conv3d but the 3-channel stems and SE convs (X3D's ``norm_b.1.block``)
+    from .models import build_model
+
+    with torch.device("meta"):
+        net = build_model(model)
+    return {n: rate for n, m in net.named_modules()
+            if isinstance(m, torch.nn.Conv3d) and m.groups == 1 and m.in_channels > 3
+            and ".block." not in n}
+
+
 _SMALL_36 = {**_C3D_RATES, "conv4a": 0.6, "conv5a": 0.6, "conv5b": 0.6}
 _SMALL_5 = {"conv2": 0.9, "conv3a": 0.9, "conv3b": 0.9, "conv4a": 0.85, "conv4b": 0.9,
             "conv5a": 0.8, "conv5b": 0.8}
@@ -89,6 +109,16 @@ _REGISTRY: dict[str, tuple[str, Callable[[], dict[str, float]], float, str]] = {
                        "the c3d-3.6x rates plus 60% on conv4a/conv5 (conv1 costs more here)"),
     "c3d_small-5x": ("c3d_small", lambda: dict(_SMALL_5), 5.0,
                      "harsher: 90% on conv2-conv4b (conv4a 85%), conv5 80%, conv1 dense"),
+    "x3d_xs-3x": ("x3d_xs", lambda: _groups1_rates("x3d_xs", 0.80), 2.9,
+                  "80% on every groups=1 conv (1x1x1); stem, depthwise 3x3x3, SE dense"),
+    "x3d_s-3x": ("x3d_s", lambda: _groups1_rates("x3d_s", 0.80), 2.9,
+                 "80% on every groups=1 conv (1x1x1); stem, depthwise 3x3x3, SE dense"),
+    "slow_r50-3x": ("slow_r50", lambda: _groups1_rates("slow_r50", 0.70), 3.1,
+                    "uniform 70% on every conv but the 1x7x7 stem"),
+    "ir_csn_50-2.5x": ("ir_csn_50", lambda: _groups1_rates("ir_csn_50", 0.85), 2.5,
+                       "85% on every 1x1x1 conv; 3x7x7 stem (27% of MACs), depthwise dense"),
+    "slowfast_r50-3x": ("slowfast_r50", lambda: _groups1_rates("slowfast_r50", 0.70), 2.9,
+                        "uniform 70% on every conv (laterals included) but the two stems"),
 }
 
 #: Valid preset names.
