@@ -192,7 +192,7 @@ def run_single(args) -> dict[str, Any]:
 
     from benchmarks.e2e import report
     from benchmarks.e2e.models import PAPER, build_models
-    from benchmarks.peers.timing import sgemm_ceiling
+    from benchmarks.fma_peak import FMAPeak
     from rt3d_passes.threads import set_num_threads
 
     args.threads_now = args.thread_list[0]
@@ -207,11 +207,13 @@ def run_single(args) -> dict[str, Any]:
               f"{args.threads_now} thread(s) ...", flush=True)
         time_rows(args, rows, runners, models.x.numpy())
         load_after = load_info()
-        ceiling = sgemm_ceiling()  # same run, same load: what a direct kernel can reach
+        # same run, same load: the FMA peak, what a direct kernel can reach at most
+        peak = FMAPeak()
+        ceiling = peak.gmacs(args.threads_now)
         entry = {"threads": args.threads_now, "rows": rows, "speedups": report.speedups(rows),
                  "paired_speedups": report.paired_speedups(rows),
                  "bars": report.bars(args.zoo_model, models.macs, rows, ceiling),
-                 "sgemm_ceiling_gmacs": ceiling,
+                 "fma_peak_gmacs": ceiling, "fma_isa": peak.isa,
                  "load_before": load_before, "load_after": load_after}
         print_entry(args, models, entry)
         extras = run_extras(args, models, builds, Path(tmp))
