@@ -52,7 +52,9 @@ def test_r2plus1d_mid_planes_match_torchvision():
 def test_forward_shape_small(name):
     # small clips keep this fast; C3D's fc6 is sized for its input, so use the small variant
     shapes = {"c3d": None, "c3d_small": (2, 3, 16, 32, 32), "r2plus1d_18": (1, 3, 4, 32, 32),
-              "s3d": (1, 3, 8, 64, 64)}
+              "s3d": (1, 3, 8, 64, 64), "x3d_xs": (1, 3, 4, 32, 32), "x3d_s": (1, 3, 4, 32, 32),
+              "slow_r50": (1, 3, 4, 32, 32), "ir_csn_50": (1, 3, 8, 32, 32),
+              "slowfast_r50": (1, 3, 8, 32, 32)}  # SlowFast: the fast clip alone
     if shapes[name] is None:
         model = build_model(name, num_classes=7, widths=(4,) * 8, fc_dim=16)
         x = torch.randn(1, 3, 16, 112, 112)
