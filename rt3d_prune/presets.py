@@ -15,15 +15,16 @@
   MACs, so the paper's rates alone give only 3.0x.
 * ``c3d_small-5x`` -- a harsher pattern: conv2, conv3a, conv3b, conv4b 90 %, conv4a 85 %,
   conv5a/conv5b 80 %, conv1 dense.
-* ``x3d_xs-3x``, ``x3d_s-3x``, ``slow_r50-3x``, ``ir_csn_50-2.5x``, ``slowfast_r50-3x`` --
-  ours (RT3D has no rates for these models): one uniform rate on every ``groups = 1`` conv3d
-  except the 3-channel stems and X3D's squeeze-excitation convs (which run on a 1x1x1 pooled
-  tensor); depthwise / channel-wise convs stay dense (KGS needs ``groups = 1``). Rates are
-  chosen for about 3x fewer conv MACs at :func:`~rt3d_prune.models.default_input_shape`:
-  X3D 80 % (its 1x1x1 convs; the depthwise 3x3x3 and the stem keep 17 % of the MACs) ->
-  2.9x; Slow-R50 70 % -> 3.1x; SlowFast-R50 70 % (lateral 7x1x1 convs included) -> 2.9x.
-  ir-CSN-50's dense 3x7x7 stem alone is 27 % of its MACs at 8x128x128, so 85 % on the rest
-  gives only 2.5x (3x would need 93 %).
+* ``x3d_xs-3x``, ``x3d_s-3x``, ``slow_r50-3.2x``, ``ir_csn_50-2.6x``, ``slowfast_r50-2.9x``
+  -- ours (RT3D has no rates for these models): one uniform rate on every ``groups = 1``
+  conv3d except the 3-channel stems and X3D's squeeze-excitation convs (which run on a 1x1x1
+  pooled tensor); depthwise / channel-wise convs stay dense. Rates aim at about 3x fewer conv
+  MACs at :func:`~rt3d_prune.models.default_input_shape` (balanced KGS 8x4, measured):
+  X3D 80 % (all its groups = 1 convs are 1x1x1; the depthwise 3x3x3 convs and the stem keep
+  17 % of the MACs dense) -> 2.98x; Slow-R50 70 % -> 3.16x; SlowFast-R50 70 % (the 7x1x1
+  laterals included) -> 2.89x. ir-CSN-50's dense 3x7x7 stem alone is 27 % of its MACs at
+  8x128x128, so 85 % on the rest gives 2.56x (3x would need 93 %). On a 1x1x1 conv a KGS unit
+  is a whole kernel group, so ``classify`` reports those layers as ``vanilla``.
 
 Rates are per-layer fractions of units (KGS) or kernel groups (vanilla); see
 :class:`~rt3d_prune.config.SparsityConfig`.
@@ -109,15 +110,15 @@ _REGISTRY: dict[str, tuple[str, Callable[[], dict[str, float]], float, str]] = {
                        "the c3d-3.6x rates plus 60% on conv4a/conv5 (conv1 costs more here)"),
     "c3d_small-5x": ("c3d_small", lambda: dict(_SMALL_5), 5.0,
                      "harsher: 90% on conv2-conv4b (conv4a 85%), conv5 80%, conv1 dense"),
-    "x3d_xs-3x": ("x3d_xs", lambda: _groups1_rates("x3d_xs", 0.80), 2.9,
+    "x3d_xs-3x": ("x3d_xs", lambda: _groups1_rates("x3d_xs", 0.80), 3.0,
                   "80% on every groups=1 conv (1x1x1); stem, depthwise 3x3x3, SE dense"),
-    "x3d_s-3x": ("x3d_s", lambda: _groups1_rates("x3d_s", 0.80), 2.9,
+    "x3d_s-3x": ("x3d_s", lambda: _groups1_rates("x3d_s", 0.80), 3.0,
                  "80% on every groups=1 conv (1x1x1); stem, depthwise 3x3x3, SE dense"),
-    "slow_r50-3x": ("slow_r50", lambda: _groups1_rates("slow_r50", 0.70), 3.1,
+    "slow_r50-3.2x": ("slow_r50", lambda: _groups1_rates("slow_r50", 0.70), 3.2,
                     "uniform 70% on every conv but the 1x7x7 stem"),
-    "ir_csn_50-2.5x": ("ir_csn_50", lambda: _groups1_rates("ir_csn_50", 0.85), 2.5,
+    "ir_csn_50-2.6x": ("ir_csn_50", lambda: _groups1_rates("ir_csn_50", 0.85), 2.6,
                        "85% on every 1x1x1 conv; 3x7x7 stem (27% of MACs), depthwise dense"),
-    "slowfast_r50-3x": ("slowfast_r50", lambda: _groups1_rates("slowfast_r50", 0.70), 2.9,
+    "slowfast_r50-2.9x": ("slowfast_r50", lambda: _groups1_rates("slowfast_r50", 0.70), 2.9,
                         "uniform 70% on every conv (laterals included) but the two stems"),
 }
 

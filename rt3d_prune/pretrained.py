@@ -67,6 +67,20 @@ def _read(path: str | Path) -> Mapping[str, Tensor]:
     raise ValueError(f"{path}: not a state dict (got {type(payload).__name__})")
 
 
+def _guess_arch(state: Mapping[str, Tensor]) -> str | None:
+    """The zoo model whose names cover the file's best (built on the meta device)."""
+    from .models import MODEL_NAMES, build_model
+
+    best, name = 0.0, None
+    for arch in MODEL_NAMES:
+        with torch.device("meta"):
+            keys = set(build_model(arch).state_dict())
+        score = len(keys & set(_from_public(arch, state))) / max(len(state), 1)
+        if score > best:
+            best, name = score, arch
+    return name if best >= 0.9 else None
+
+
 def _show(keys: list[str], limit: int = 8) -> str:
     keys = sorted(keys)
     more = f" ... (+{len(keys) - limit} more)" if len(keys) > limit else ""
@@ -106,8 +120,11 @@ def load_pretrained(model: nn.Module, path: str | Path, arch: str) -> dict[str, 
         if wrong:
             parts.append(f"other shapes: {'; '.join(sorted(wrong)[:8])}")
         shared = len(own.keys() & state.keys())
-        hint = (f" -- only {shared} of {len(own)} names match: is this a state dict for "
-                f"another architecture?" if shared < len(own) // 2 else "")
+        hint = ""
+        if shared < len(own) // 2:
+            guess = _guess_arch(state)
+            hint = (f" -- only {shared} of {len(own)} names match: is this a state dict for "
+                    f"another architecture{f' ({guess}?)' if guess else ''}?")
         raise ValueError(f"{path} does not fit {arch}: {'; '.join(parts)}{hint}")
     for key in skipped:
         state[key] = own[key]

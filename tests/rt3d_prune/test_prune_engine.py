@@ -1,0 +1,132 @@
+"""The training engine: every method end to end, resume, logs, and the bad-input errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from rt3d_prune import engine as engine_mod
+from rt3d_prune.config import ADMMConfig, MethodConfig, RegularizerConfig, SparsityConfig
+from rt3d_prune.distributed import Runtime
+from rt3d_prune.engine import EngineConfig, NonFiniteLossError, run_pruning
+from rt3d_prune.models import build_model
+from rt3d_prune.schemes import group_norms
+from rt3d_prune.train import TrainConfig
+
+_SHAPE = (1, 3, 16, 16, 16)
+_SPARSE = SparsityConfig(rates={"conv2": 0.5, "conv3a": 0.75, "conv3b": 0.75})
+
+
+def _data(n: int = 24, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.randn(n, 3, 16, 16, 16, generator=g) + y[:, None, None, None, None] * 0.5
+    return TensorDataset(x, y)
+
+
+def _model(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model("c3d_small", num_classes=4, input_size=(16, 16, 16),
+                       widths=(8, 16, 16, 16, 32, 32, 32, 32), fc_dim=32)
+
+
+def _method(name: str, **kw) -> MethodConfig:
+    return MethodConfig(method=name, reg_epochs=2, finetune_epochs=2, rounds=2,
+                        regularizer=RegularizerConfig(strength=1e-3),
+                        admm=ADMMConfig(rho=1e-2, stages=2),
+                        finetune_train=TrainConfig(lr=0.01, label_smoothing=0.1,
+                                                   distill_weight=0.5), **kw)
+
+
+def _engine(**kw) -> EngineConfig:
+    return EngineConfig(batch_size=8, device="cpu", **kw)
+
+
+@pytest.mark.parametrize("method", ["heuristic", "group_lasso", "reweighted", "admm"])
+def test_every_method_reaches_the_pattern(method, tmp_path):
+    model = _model()
+    info = run_pruning(model, _SPARSE, _method(method), _data(), _engine(), val_set=_data(8, 1),
+                       input_shape=_SHAPE, run_dir=tmp_path)
+    assert not hasattr(model.conv2, "parametrizations")  # squashed
+    for name, rate in _SPARSE.rates:
+        w = model.get_submodule(name).weight.detach()
+        norms = group_norms(w, "kgs", (8, 4))
+        assert float((norms == 0).float().mean()) == pytest.approx(rate, abs=0.02)
+    assert 0.0 <= info["pruned_energy"] <= 1.0
+    assert {"val_before_prune", "val_after_prune", "val_end"} <= set(info)
+    rows = json.loads((tmp_path / "history.json").read_text())
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["clips_per_s"] > 0
+    assert (tmp_path / "history.csv").read_text().startswith("epoch,")
+    assert (tmp_path / "history.png").stat().st_size > 0
+    if method == "reweighted":
+        assert info["reweight_rounds"] == 2
+    if method == "admm":
+        assert info["admm_updates"] == 1 and rows[1]["admm_rho"] == pytest.approx(0.1)
+    if method != "heuristic":
+        assert rows[0]["penalty"] > 0 and rows[-1]["penalty"] == 0
+
+
+@pytest.mark.parametrize("method", ["reweighted", "admm"])
+@pytest.mark.parametrize("stop", [1, 3])  # inside the regularization / fine-tuning phase
+def test_resume_gives_the_same_result(method, stop, tmp_path):
+    data = _data()
+    ref = _model()
+    run_pruning(ref, _SPARSE, _method(method), data, _engine(), input_shape=_SHAPE,
+                run_dir=tmp_path / "ref")
+    model = _model()
+    info = run_pruning(model, _SPARSE, _method(method), data, _engine(), input_shape=_SHAPE,
+                       run_dir=tmp_path / "cut", stop_after=stop)
+    assert info["stopped"]
+    resumed = _model(seed=5)  # other random weights: everything comes from the checkpoint
+    run_pruning(resumed, _SPARSE, _method(method), data, _engine(), input_shape=_SHAPE,
+                run_dir=tmp_path / "cut", resume=True)
+    for key, value in ref.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    run_pruning(_model(), _SPARSE, _method("reweighted"), _data(), _engine(),
+                input_shape=_SHAPE, run_dir=tmp_path, stop_after=1)
+    other = dataclasses.replace(_method("reweighted"), rounds=1)
+    with pytest.raises(ValueError, match=r"refusing to resume.*rounds: 2 -> 1"):
+        run_pruning(_model(), _SPARSE, other, _data(), _engine(), input_shape=_SHAPE,
+                    run_dir=tmp_path, resume=True)
+    with pytest.raises(ValueError, match="no checkpoint"):
+        run_pruning(_model(), _SPARSE, other, _data(), _engine(), input_shape=_SHAPE,
+                    run_dir=tmp_path / "none", resume=True)
+
+
+def test_nan_loss_stops_naming_epoch_and_step(tmp_path):
+    data = _data()
+    data = TensorDataset(data.tensors[0].clone(), data.tensors[1])
+    data.tensors[0][13] = float("nan")
+    model = _model()
+    with pytest.raises(NonFiniteLossError, match=r"epoch \d+ \(\w+\), step \d+") as err:
+        run_pruning(model, _SPARSE, _method("heuristic"), data, _engine(),
+                    run_dir=tmp_path)
+    assert "last good checkpoint" in str(err.value)
+    # a NaN from the first epoch on: nothing good to keep
+    assert not (tmp_path / "last.pt").exists() or "epoch 0" not in str(err.value)
+
+
+def test_batch_must_divide_among_ranks(monkeypatch):
+    monkeypatch.setattr(engine_mod, "setup", lambda device: Runtime(rank=0, world=3))
+    with pytest.raises(ValueError, match="not divisible by the world size 3"):
+        run_pruning(_model(), _SPARSE, _method("heuristic"), _data(), _engine())
+
+
+def test_fp16_on_cpu_is_an_error():
+    with pytest.raises(ValueError, match="fp16 needs a CUDA"):
+        run_pruning(_model(), _SPARSE, _method("heuristic"), _data(), _engine(amp="fp16"))
+
+
+def test_bf16_autocast_on_cpu_runs():
+    model = _model()
+    method = MethodConfig(method="reweighted", reg_epochs=1, finetune_epochs=1, rounds=1)
+    run_pruning(model, _SPARSE, method, _data(16), _engine(amp="bf16"), input_shape=_SHAPE)
+    assert model.conv2.weight.dtype == torch.float32
