@@ -31,8 +31,8 @@ from rt3d_prune.oneshot import prune_oneshot
 from rt3d_prune.presets import PRESET_NAMES, get_preset
 
 NEW_MODELS = ("x3d_xs", "x3d_s", "slow_r50", "ir_csn_50", "slowfast_r50")
-PRESETS = {"x3d_xs": "x3d_xs-3x", "x3d_s": "x3d_s-3x", "slow_r50": "slow_r50-3x",
-           "ir_csn_50": "ir_csn_50-2.5x", "slowfast_r50": "slowfast_r50-3x"}
+PRESETS = {"x3d_xs": "x3d_xs-3x", "x3d_s": "x3d_s-3x", "slow_r50": "slow_r50-3.2x",
+           "ir_csn_50": "ir_csn_50-2.6x", "slowfast_r50": "slowfast_r50-2.9x"}
 # small clips: every stride still leaves >= 1 position (SlowFast: the fast clip)
 SMALL = {"x3d_xs": (1, 3, 4, 32, 32), "x3d_s": (1, 3, 4, 32, 32),
          "slow_r50": (1, 3, 4, 32, 32), "ir_csn_50": (1, 3, 8, 32, 32),
