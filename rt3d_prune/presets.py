@@ -115,11 +115,11 @@ _REGISTRY: dict[str, tuple[str, Callable[[], dict[str, float]], float, str]] = {
     "x3d_s-3x": ("x3d_s", lambda: _groups1_rates("x3d_s", 0.80), 3.0,
                  "80% on every groups=1 conv (1x1x1); stem, depthwise 3x3x3, SE dense"),
     "slow_r50-3.2x": ("slow_r50", lambda: _groups1_rates("slow_r50", 0.70), 3.2,
-                    "uniform 70% on every conv but the 1x7x7 stem"),
+                      "uniform 70% on every conv but the 1x7x7 stem"),
     "ir_csn_50-2.6x": ("ir_csn_50", lambda: _groups1_rates("ir_csn_50", 0.85), 2.6,
                        "85% on every 1x1x1 conv; 3x7x7 stem (27% of MACs), depthwise dense"),
     "slowfast_r50-2.9x": ("slowfast_r50", lambda: _groups1_rates("slowfast_r50", 0.70), 2.9,
-                        "uniform 70% on every conv (laterals included) but the two stems"),
+                          "uniform 70% on every conv (laterals included) but the two stems"),
 }
 
 #: Valid preset names.
