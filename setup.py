@@ -29,7 +29,7 @@ setup(
     ],
     extras_require={
         # av (PyAV) decodes UCF101/HMDB51 .avi files; the tests write and read real .avi clips
-        "test": ["pytest>=8", "ruff>=0.5", "av>=12"],
+        "test": ["pytest>=8", "ruff>=0.5", "av>=12", "hypothesis>=6.100"],
         "video": ["av>=12"],
         "bench": ["onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.18", "openvino>=2024.0",
                   "MNN>=2.9", "executorch>=0.6"],

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Sets up the machine (scripts/setup.sh) and runs the default test suite: everything except the
-# markers that need minutes of tuning, an emulated device or the optional peer runtimes.
+# Sets up the machine (scripts/setup.sh: Python packages and compilers; scripts/install_pocl.sh)
+# and runs the default test suite: everything except the markers that need minutes of tuning,
+# an emulated device or the optional peer runtimes (the `fuzz` tests run their fast profile).
 # Pass pytest arguments to change that, e.g.  bash scripts/test.sh -m tuning
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,7 @@
 """The ``rt3d`` command line: inspect and demo."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -76,6 +77,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is None, reason="needs the cross "
+                    "compiler aarch64-linux-gnu-gcc (bash scripts/setup.sh installs it)")
 def test_compile_cross_for_kryo(tmp_path, capsys):
     out = tmp_path / "c3d_small.so"
     assert main(["compile", "c3d_small", "--target", "kryo", "-o", str(out)]) == 0

@@ -1,0 +1,98 @@
+"""Property-based equivalence: random conv3d blocks compiled with the ``rt3d`` pipeline for the
+host compute what PyTorch computes (relative error <= 1e-5).
+
+Each run draws new cases (hypothesis is not derandomized); a failure prints the falsifying
+:class:`~tests.conv3d_strategies.Conv3DCase` and is kept in the example database under
+``.pytest_cache/hypothesis``, so the next run replays it first. The number of examples is
+``RT3D_FUZZ_EXAMPLES`` (default 50, about two minutes); the long profile::
+
+    RT3D_FUZZ_EXAMPLES=500 python -m pytest -m fuzz tests/rt3d_passes/test_fuzz_equivalence.py
+
+Only the public API is used: ``from_torch``, ``inspect``, ``host_target`` and the registered
+pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis.control import currently_in_test_context
+from hypothesis.database import DirectoryBasedExampleDatabase
+from tvm import relax
+
+import rt3d_passes
+from tests.conv3d_strategies import Conv3DCase, build_block, conv3d_cases, rel_error
+
+pytestmark = pytest.mark.fuzz
+
+REL = 1e-5
+EXAMPLES = int(os.environ.get("RT3D_FUZZ_EXAMPLES", "50"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,  # a compile takes about a second, more on a loaded machine
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    database=DirectoryBasedExampleDatabase(
+        Path(__file__).resolve().parents[2] / ".pytest_cache" / "hypothesis"),
+    print_blob=True,
+)
+
+
+def compile_and_run(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    """``from_torch`` -> ``rt3d`` pipeline for the host -> Relax VM."""
+    mod = rt3d_passes.from_torch(model, inputs)
+    reports = rt3d_passes.inspect(mod, include_dense=True)  # what the pipeline decides
+    for r in reports if currently_in_test_context() else ():
+        # coverage statistics (pytest --hypothesis-show-statistics) and the failure's context
+        kernel = "RT3D kernel" if r.rewrite else "TVM conv3d"
+        event(f"{kernel}: {r.scheme if r.sparsity else r.reason.split('=')[0]}")
+        note(f"{r.layer}: scheme {r.scheme}, group {r.group}, rewrite {r.rewrite}: {r.reason}")
+    target = rt3d_passes.host_target()
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return vm["main"](*(tvm.runtime.tensor(t.numpy()) for t in inputs)).numpy()
+
+
+def check_case(case: Conv3DCase) -> None:
+    model, inputs = build_block(case)
+    with torch.no_grad():
+        ref = model(*inputs).numpy()
+    out = compile_and_run(model, inputs)
+    err = rel_error(out, ref)
+    assert err <= REL, f"relative error {err:.3g} > {REL:g} for {case}"
+
+
+@FUZZ
+@given(case=conv3d_cases())
+def test_conv3d_block_matches_torch(case: Conv3DCase):
+    check_case(case)
+
+
+# ---- explicit edge cases (always run, whatever the draw) ------------------------------------
+
+_BASE = dict(batch=1, in_channels=13, out_channels=21, groups=1, kernel=(3, 3, 3),
+             stride=(1, 1, 1), dilation=(1, 1, 1), pad_before=(1, 1, 1), pad_after=(1, 1, 1),
+             input_size=(3, 5, 6), scheme="kgs", rate=0.7, group=(8, 4), bias=True,
+             batch_norm=False, epilogue=(), seed=0)
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param({"rate": 1.0, "bias": False}, id="all-zero-layer"),
+    pytest.param({"rate": 1.0, "bias": True, "epilogue": ("add", "relu")}, id="all-zero-fused"),
+    pytest.param({"scheme": "vanilla", "rate": 0.5, "batch_norm": True,
+                  "epilogue": ("add", "relu")}, id="vanilla-bn-residual-relu"),
+    pytest.param({"scheme": "mixed", "rate": 0.8, "pad_before": (0, 2, 1),
+                  "pad_after": (2, 0, 3)}, id="mixed-asymmetric-pad"),
+    pytest.param({"kernel": (7, 1, 5), "stride": (3, 2, 1), "dilation": (1, 3, 2),
+                  "input_size": (9, 8, 11), "group": (2, 4)}, id="strided-dilated"),
+    pytest.param({"groups": 13, "out_channels": 26, "scheme": "dense"}, id="depthwise"),
+    pytest.param({"batch": 3, "in_channels": 96, "out_channels": 95, "rate": 0.95,
+                  "group": (16, 4)}, id="wide-edge-groups"),
+])
+def test_edge_cases_match_torch(changes):
+    check_case(Conv3DCase(**{**_BASE, **changes}))
