@@ -213,6 +213,12 @@ def schedule_kgs_conv3d_cpu(
     else:
         sch.reorder(n, g, d, ho, wo, t, *inner)
     acc = sch.cache_write(blk, 0, "local")
+    if vector_axis == "m":
+        # the accumulators' own layout with the vector axis innermost: in the output's
+        # layout (m outermost) each vector's lanes are strided in the local buffer, and LLVM
+        # keeps such a tile in registers only while it is tiny (8 accumulators); at 16 it
+        # spilled to memory, 5-10x slower (stems, pointwise and strided convs)
+        sch.transform_layout(blk, ("write", 0), lambda n, m, d, h, w: (n, d, h, w, m))
     sch.reverse_compute_at(acc, wo, preserve_unit_loops=True)
     # a fused bias / residual / ReLU epilogue is applied by the write-back of the register
     # tile (or by the crop of a partial last group, a separate loop below)
