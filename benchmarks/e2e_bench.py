@@ -58,7 +58,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="rt3d bench", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="c3d",
-                        help="c3d, c3d_small, r2plus1d (= r2plus1d_18), s3d")
+                        help="a zoo model (c3d, r2plus1d (= r2plus1d_18), s3d, x3d_xs, x3d_s, "
+                             "slow_r50, ir_csn_50, slowfast_r50, c3d_small), a comma list, or "
+                             "'all' (every model but c3d_small, one process each, plus a "
+                             "summary table, JSON and plot)")
     parser.add_argument("--preset", default="paper",
                         help="'paper' (the model's paper preset) or a preset name")
     parser.add_argument("--threads", default="2", help="thread count(s), e.g. 2 or 1,2")
@@ -328,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.e2e.models import BadInput
 
     try:
+        from benchmarks.e2e import zoo
+
+        models = zoo.model_list(args.model)
+        if models is not None:
+            return zoo.main_all(Path(__file__).resolve(), argv, models, args.out)
         validate(args)
     except BadInput as err:
         print(f"rt3d bench: error: {err}", file=sys.stderr)
