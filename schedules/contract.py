@@ -31,13 +31,14 @@ KGS_CONV3D_ATTR = "rt3d.kgs_conv3d"
 KGS_PADDED_ATTR = "rt3d.padded_spatial"
 #: PrimFunc attribute: (s_d, s_h, s_w) (vectorizing along W needs s_w = 1).
 KGS_STRIDES_ATTR = "rt3d.strides"
-#: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3)]``,
-#: for passes that rebuild the operator (the epilogue fusion).
+#: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3),
+#: input shape(5)]``, for passes that rebuild the operator (the epilogue fusion).
 KGS_GEOMETRY_ATTR = "rt3d.geometry"
 
 #: The convolution's compute block.
 KGS_CONV3D_BLOCK = "kgs_conv3d"
-#: The zero-padded flat copy of the input, read by the convolution's gathers.
+#: The zero-padded flat copy of the input, read by the convolution's gathers (absent when the
+#: conv has no padding: the operator then reads a flat view of the input).
 KGS_PAD_BLOCK = "kgs_pad"
 #: Drops the extra rows of a partial last output group.
 KGS_CROP_BLOCK = "kgs_crop"

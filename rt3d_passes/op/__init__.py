@@ -12,17 +12,21 @@ from .kgs_conv3d import (
     PAD_OFFSET,
     Conv3DGeometry,
     column_offsets,
+    geometry_kwargs,
     kgs_conv3d_attrs,
     kgs_conv3d_primfunc,
     kgs_conv3d_te,
+    reads_flat_input,
 )
 
 __all__ = [
     "PAD_OFFSET",
     "Conv3DGeometry",
     "column_offsets",
+    "geometry_kwargs",
     "kgs_conv3d_attrs",
     "kgs_conv3d_epilogue_te",
     "kgs_conv3d_primfunc",
     "kgs_conv3d_te",
+    "reads_flat_input",
 ]

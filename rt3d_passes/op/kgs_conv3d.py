@@ -49,9 +49,11 @@ __all__ = [
     "PAD_OFFSET",
     "Conv3DGeometry",
     "column_offsets",
+    "geometry_kwargs",
     "kgs_conv3d_attrs",
     "kgs_conv3d_primfunc",
     "kgs_conv3d_te",
+    "reads_flat_input",
 ]
 
 #: Offset of a padding slot (groups shorter than the longest are padded, with zero weights).
@@ -172,6 +174,7 @@ def kgs_conv3d_te(
     strides: Sequence[int] = (1, 1, 1),
     padding: Sequence[int] = (0, 0, 0),
     dilation: Sequence[int] = (1, 1, 1),
+    input_shape: Sequence[int] | None = None,
 ) -> te.Tensor:
     """TE compute of the KGS sparse conv3d (see the module docstring).
 
@@ -187,13 +190,23 @@ def kgs_conv3d_te(
         ``M``; the last group may be partial (``M <= G * g_m``).
     kernel, strides, padding, dilation :
         As in :class:`Conv3DGeometry`.
+    input_shape : (N, C, D, H, W), optional
+        Needed when ``x`` is the flat view ``[N, C*D*H*W]`` of an input that needs no
+        padding (:func:`reads_flat_input`): the operator then gathers straight from it, with
+        no padded copy (for a pointwise conv the copy costs about as much as the MACs).
 
     Returns
     -------
     y : te.Tensor
         Output ``[N, M, OD, OH, OW]``.
     """
-    geo = Conv3DGeometry([int(s) for s in x.shape], kernel, strides, padding, dilation)
+    flat = len(x.shape) == 2
+    shape = [int(s) for s in (input_shape if flat else x.shape)]
+    geo = Conv3DGeometry(shape, kernel, strides, padding, dilation)
+    if flat and (any(geo.padding) or int(x.shape[1]) != geo.padded_size):
+        raise ValueError(f"a flat input {tuple(x.shape)} needs zero padding and "
+                         f"{geo.padded_size} elements per batch item (input {shape}, padding "
+                         f"{geo.padding})")
     n_batch, chans, d_in, h_in, w_in = geo.input_shape
     dp, hp, wp = geo.padded_spatial
     p_front, p_top, p_left = geo.padding[:3]
@@ -219,7 +232,7 @@ def kgs_conv3d_te(
         inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
         return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
 
-    xpad = te.compute(
+    xpad = x if flat else te.compute(
         (n_batch, chans * dp * hp * wp),
         _pad,
         name=KGS_PAD_BLOCK,
@@ -250,6 +263,19 @@ def kgs_conv3d_te(
     return y
 
 
+def reads_flat_input(geometry: Conv3DGeometry) -> bool:
+    """Whether the operator reads the input as a flat view (no padding, so no padded copy)."""
+    return not any(geometry.padding)
+
+
+def geometry_kwargs(attrs) -> dict:
+    """``kgs_conv3d_te``'s geometry keywords back from a PrimFunc's attributes (for passes
+    that rebuild the operator)."""
+    geo = [int(v) for v in attrs[KGS_GEOMETRY_ATTR]]
+    return dict(kernel=geo[0:3], strides=geo[3:6], padding=geo[6:12], dilation=geo[12:15],
+                input_shape=geo[15:20])
+
+
 def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int) -> dict:
     """The PrimFunc attributes that mark the operator and give schedules its geometry."""
     return {
@@ -257,7 +283,8 @@ def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int) -> dict:
         KGS_PADDED_ATTR: [int(v) for v in geometry.padded_spatial],
         KGS_STRIDES_ATTR: [int(v) for v in geometry.strides],
         KGS_GEOMETRY_ATTR: [int(v) for v in (*geometry.kernel, *geometry.strides,
-                                             *geometry.padding, *geometry.dilation)],
+                                             *geometry.padding, *geometry.dilation,
+                                             *geometry.input_shape)],
         # kOpaque: FuseOps must not fuse neighbours into the hand-scheduled operator
         "op_pattern": 8,
     }

@@ -12,6 +12,7 @@ from tvm import IRModule, relax
 from schedules.contract import KGS_GEOMETRY_ATTR, is_kgs_conv3d
 
 from ..op.epilogue import kgs_conv3d_epilogue_te
+from ..op.kgs_conv3d import geometry_kwargs
 from .analysis import static_shape
 
 __all__ = ["FuseKGSConv3DEpilogue"]
@@ -188,7 +189,6 @@ class _EpilogueFuser(relax.PyExprMutator):
 
     def _fused(self, chain: _Chain) -> relax.Expr:
         x, values, offsets = (self.visit_expr(a) for a in chain.call.args[1].fields)
-        geo = [int(v) for v in chain.func.attrs[KGS_GEOMETRY_ATTR]]
         extra = []
         if chain.bias is not None:
             extra.append(relax.const(chain.bias))
@@ -198,8 +198,8 @@ class _EpilogueFuser(relax.PyExprMutator):
                  if str(k) not in ("global_symbol",)}
         call = self.builder_.call_te(
             kgs_conv3d_epilogue_te, x, values, offsets, *extra,
-            out_channels=static_shape(chain.end)[1], kernel=geo[0:3], strides=geo[3:6],
-            padding=geo[6:12], dilation=geo[12:15], bias=chain.bias is not None,
+            out_channels=static_shape(chain.end)[1], **geometry_kwargs(chain.func.attrs),
+            bias=chain.bias is not None,
             residual=chain.residual is not None, relu=chain.relu,
             primfunc_name_hint=chain.call.args[0].name_hint, primfunc_attrs=attrs,
         )

@@ -9,7 +9,13 @@ from tvm import IRModule, relax
 
 from schedules.contract import KGS_CONV3D_BLOCK
 
-from ..op.kgs_conv3d import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
+from ..op.kgs_conv3d import (
+    Conv3DGeometry,
+    column_offsets,
+    kgs_conv3d_attrs,
+    kgs_conv3d_te,
+    reads_flat_input,
+)
 from ..sparsity import compact
 from .analysis import CONV3D_OP, Conv3DReport, analyze_function, conv3d_weight
 from .options import RewriteOptions
@@ -110,6 +116,9 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         strides = (1, 1, 1)
     geo = Conv3DGeometry(input_shape, weight.shape[2:], strides, report.padding,
                          report.dilation)
+    if reads_flat_input(geo):
+        # no padding: the operator gathers from a flat view (a reshape, no copy)
+        data = bb.emit(relax.op.reshape(data, [input_shape[0], geo.padded_size]))
     return bb.call_te(
         kgs_conv3d_te,
         data,
@@ -120,6 +129,7 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         geo.strides,
         geo.padding,
         geo.dilation,
+        geo.input_shape,
         primfunc_name_hint=KGS_CONV3D_BLOCK,
         primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0]),
     )
