@@ -89,7 +89,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                          "the emulated device of scripts/emulated_kryo.sh)")
     mod = model_from_spec(args.model, preset=args.preset, input_shape=args.input_shape)
     work_dir = args.work_dir or f"work_dirs/{args.model}-{args.target}"
-    summary = tune_model(mod, target, work_dir, trials_per_task=args.trials, rpc=rpc)
+    try:
+        summary = tune_model(mod, target, work_dir, trials_per_task=args.trials, rpc=rpc)
+    except KeyboardInterrupt:
+        # records are appended as they are measured; the database stays whole (a truncated
+        # last line is repaired on open), so the same command resumes
+        print(f"\nrt3d tune: interrupted; the records measured so far are in {work_dir}: "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
     print(f"\n{'task':<16} {'layers':>6} {'GMACs':>7} {'trials':>6} {'records':>7} "
           f"{'best ms':>8}")
     for row in summary:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import tvm
 
-from ..frontend import from_exported, from_torch
+from ..frontend import from_exported
 
 __all__ = ["default_preset", "load_model_file", "model_from_spec"]
 
@@ -30,14 +30,20 @@ def load_model_file(
     import torch
 
     if str(path).endswith(".pt2"):
-        exported = torch.export.load(path)
+        exported = _read(path, torch.export.load, "an exported program (.pt2)")
         return from_exported(exported)
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = _read(path, lambda p: torch.load(p, map_location="cpu", weights_only=True),
+                    "a torch checkpoint")
     if isinstance(payload, dict) and "arch" in payload and "state_dict" in payload:
         from rt3d_prune.checkpoint import load_checkpoint
 
-        net, meta = load_checkpoint(path)
+        try:
+            net, meta = load_checkpoint(path)
+        except (RuntimeError, KeyError, TypeError) as err:  # weights of another architecture
+            raise ValueError(f"{path}: state dict does not fit its architecture "
+                             f"{payload['arch']!r}: {_first_lines(err)}") from None
         shape = input_shape or meta["input_shape"]
+        model = str(payload["arch"])
     elif isinstance(payload, dict) and payload and all(
         isinstance(v, torch.Tensor) for v in payload.values()
     ):
@@ -49,17 +55,60 @@ def load_model_file(
         try:
             net.load_state_dict(payload)
         except RuntimeError as err:  # missing/unexpected keys or shape mismatches
-            first = str(err).strip().splitlines()
             raise ValueError(
-                f"{path}: state dict does not fit zoo model {model!r}: "
-                f"{' '.join(line.strip() for line in first[:3])}"
+                f"{path}: state dict does not fit zoo model {model!r}: {_first_lines(err)}"
             ) from None
         shape = input_shape or default_input_shape(model)
     else:
         raise ValueError(
             f"{path}: not an RT3D checkpoint, a state dict or an exported program (.pt2)"
         )
-    return from_torch(net, (torch.zeros(*shape),))
+    return _import(net, shape, f"{path} ({model})")
+
+
+def _first_lines(err: BaseException, lines: int = 3, max_chars: int = 300) -> str:
+    """The head of an exception's message on one line (torch's run to pages)."""
+    text = " ".join(line.strip() for line in str(err).strip().splitlines()[:lines])
+    text = text or type(err).__name__
+    return text if len(text) <= max_chars else text[:max_chars - 3] + "..."
+
+
+def _read(path: str, load, what: str):
+    """``load(path)``; a file torch cannot read (corrupt, truncated, not a checkpoint) becomes
+    one ValueError naming it instead of an unpickler traceback."""
+    import logging
+    import warnings
+
+    log = logging.getLogger("torch.export")  # logs its own traceback before raising
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pickle-protocol notes about a file we reject
+            return load(path)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as err:  # UnpicklingError, EOFError, RuntimeError (zip), BadZipFile...
+        detail = str(err).strip().splitlines()[0].split(". ")[0] if str(err).strip() else ""
+        detail = f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        raise ValueError(f"{path}: not readable as {what} (corrupt, truncated or not a "
+                         f"weights-only file): {detail[:160]}") from None
+    finally:
+        log.setLevel(level)
+
+
+def _import(net, shape: Sequence[int], what: str) -> tvm.IRModule:
+    """``from_torch(net, zeros(shape))``, with an input the model cannot take named as such."""
+    import torch
+
+    net = net.eval()
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(net, (torch.zeros(*shape),))
+    except RuntimeError as err:
+        raise ValueError(f"{what}: the model does not run on input shape {tuple(shape)}: "
+                         f"{_first_lines(err, 1)}") from None
+    return from_exported(exported)
 
 
 def model_from_spec(
@@ -88,7 +137,7 @@ def model_from_spec(
     if preset not in (None, "dense"):
         prune_oneshot(model, preset, scheme=scheme, group=tuple(group))
     shape = input_shape or default_input_shape(spec)
-    return from_torch(model, (torch.zeros(*shape),))
+    return _import(model, shape, spec)
 
 
 def default_preset(model: str) -> str:
