@@ -71,3 +71,41 @@ def test_bad_group_and_preset(tmp_path):
     with pytest.raises(ValueError, match="valid presets"):
         _run(["prune", "--model", "c3d", "--preset", "nope", "--method", "oneshot",
               "--out", str(tmp_path / "x.pt")])
+
+
+_SMALL = ["prune", "--model", "c3d_small", "--preset", "c3d_small-3.6x", "--num-clips", "24",
+          "--dense-epochs", "1", "--reg-epochs", "1", "--finetune-epochs", "1",
+          "--batch-size", "12", "--no-progress", "--device", "cpu"]
+
+
+def test_prune_resume_and_refusal(tmp_path, capsys):
+    out = tmp_path / "a.pt"
+    assert _run([*_SMALL, "--method", "admm", "--out", str(out)]) == 0
+    first = torch.load(out, weights_only=True)["state_dict"]
+    run = tmp_path / "a.pt.run"
+    assert (run / "prune" / "last.pt").exists() and (run / "prune" / "history.png").exists()
+    # resuming a finished run trains nothing more and writes the same weights
+    assert _run([*_SMALL, "--method", "admm", "--resume", "--out", str(out)]) == 0
+    again = torch.load(out, weights_only=True)["state_dict"]
+    for key, value in first.items():
+        assert torch.equal(again[key], value), key
+    with pytest.raises(ValueError, match=r"refusing to resume.*rho: 0.001 -> 0.01"):
+        _run([*_SMALL, "--method", "admm", "--rho", "0.01", "--resume", "--out", str(out)])
+
+
+def test_torchrun_world_size_must_divide_the_batch(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [a if a != "12" else "3" for a in _SMALL]  # --batch-size 3
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "rt3d_prune.cli",
+           *args, "--out", str(tmp_path / "x.pt")]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "--batch-size 3 is not divisible by the world size 2" in result.stderr + result.stdout
+    assert not (tmp_path / "x.pt.run").exists()  # nothing trained
