@@ -1,18 +1,35 @@
-"""Pruning accuracy benchmark: the paper's Table 1 layout (top-1 vs MACs) on generated data.
+"""Pruning accuracy: an experiment that can decide the paper's ordering of pruning methods.
 
-Trains a reduced C3D (``c3d_small``) on the moving-shapes dataset to a dense accuracy, then
-prunes copies of it to the same per-layer rates (``c3d_small-3.6x`` and the harsher
-``c3d_small-5x``) with heuristic, group lasso and reweighted regularization, each with the
-vanilla and the KGS scheme, fine-tunes with masks and reports top-1 against MACs. One dense
-model serves every row; every method then trains for the same number of epochs (2 of
-regularization + 1 of fine-tuning; the heuristic fine-tunes for all 3). Each row also records
-the fraction of the pruned layers' squared weight norm that the hard prune removes.
+c3d_small on the generated moving-shapes data, pruned to the ``c3d_small-3.6x`` preset. The
+design, fixed before any run (issue 11):
 
-Writes ``<out>/pruning_accuracy.json`` and ``<out>/pruning_accuracy.png`` (top-1 vs MAC
-reduction). Fixed seeds; the defaults take about 12 minutes on 2 CPU cores (701 s at a load
-average of 2-3 on a shared machine: 245 s of dense training, then ~38 s per row).
+* **Splits**: train / validation / test clips from disjoint generator seeds. The test clips
+  (2000 by default) are used only for the final table and the verdicts; every choice
+  (lambda, rho) is made on validation.
+* **Dense models** trained to a plateau (their validation curve is in the JSON), one per
+  dense seed.
+* **Equal budgets**: every row trains ``reg_epochs + finetune_epochs`` epochs after the dense
+  model -- the heuristic fine-tunes for all of them; the **control** row trains the dense
+  model as many epochs more without pruning (what the extra training alone buys).
+* **Selection**: lambda (group lasso, reweighted) and rho (ADMM) from a fixed grid, on the
+  validation top-1 of the first replicate, before any replicate is evaluated on test.
+* **Replicates**: dense seed x batch-order seed (>= 4), every method on every replicate, so
+  the differences are paired.
+* **Decision rule** (:data:`COMPARISONS`, :func:`verdict`): for each claim "A > B" the mean
+  paired test difference A - B with a 90 % t-interval: *shown* if the interval is above 0,
+  *refuted* if it is below +0.5 points (A is not better by a meaningful margin),
+  *unresolved* otherwise. The goal "best structured method within 1.5 points of dense" is
+  judged the same way on (best - dense) against -1.5 points.
 
-    python benchmarks/pruning_accuracy.py [--quick] [--out benchmarks/results]
+Every row also logs validation top-1 before the hard prune, right after it (BatchNorm
+statistics recalibrated on a copy) and at the end, and the share of the pruned layers' squared
+norm the hard prune removed.
+
+    python benchmarks/pruning_accuracy.py [--quick] [--out benchmarks/results] [--set k=v ...]
+
+The default profile is sized for about 50 minutes on 2 idle cores (an epoch of 1000 clips
+takes ~10 s there); on a shared machine it takes longer. ``--quick`` is a smoke test of the
+whole pipeline (tiny data, no meaningful numbers).
 """
 
 from __future__ import annotations
@@ -21,9 +38,9 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,213 +48,314 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from rt3d_prune.config import RegularizerConfig, SparsityConfig
+from rt3d_prune.config import ADMMConfig, MethodConfig, RegularizerConfig, SparsityConfig
 from rt3d_prune.data import MovingShapes
+from rt3d_prune.engine import EngineConfig, run_pruning
 from rt3d_prune.macs import count_macs, total_macs
 from rt3d_prune.models import build_model, default_input_shape
-from rt3d_prune.pipeline import MethodConfig, prune_and_finetune
 from rt3d_prune.presets import get_preset
-from rt3d_prune.schemes import group_norms
-from rt3d_prune.sparsifier import GroupSparsifier
-from rt3d_prune.train import TrainConfig, evaluate, train
+from rt3d_prune.train import TrainConfig, evaluate
 
 MODEL = "c3d_small"
-# units (kernel positions) per prunable group: a KGS group is one position of a g_m x g_n kernel
-# group, a vanilla group all 3x3x3 positions of it (every c3d_small conv is 3x3x3)
-_UNITS = {"kgs": 1, "vanilla": 27}
+
+#: Claims judged by the decision rule: (name, row A, row B); rows are "method/scheme".
+COMPARISONS: tuple[tuple[str, str, str], ...] = (
+    ("reweighted - heuristic", "reweighted/kgs", "heuristic/kgs"),
+    ("admm - heuristic", "admm/kgs", "heuristic/kgs"),
+    ("reweighted - group_lasso", "reweighted/kgs", "group_lasso/kgs"),
+    ("KGS - vanilla (heuristic)", "heuristic/kgs", "heuristic/vanilla"),
+)
+#: A claim "A > B" is refuted when the interval's upper end is below this margin (top-1).
+MARGIN = 0.005
+#: The paper's goal: the best structured method within this many top-1 points of dense.
+GOAL = 0.015
+# two-sided 90 % Student t quantiles (0.95) by degrees of freedom
+_T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860,
+        9: 1.833, 10: 1.812, 12: 1.782, 15: 1.753, 20: 1.725, 30: 1.697}
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """Sizes, budgets and regularization strengths of one benchmark run."""
+    """Sizes, budgets and grids of one run."""
 
-    train_clips: int = 1200
-    test_clips: int = 600
+    train_clips: int = 1000
+    val_clips: int = 600
+    test_clips: int = 2000
     dense_epochs: int = 20
-    # 12 rows (2 presets x 3 methods x 2 schemes) of 3 epochs each after one shared dense
-    # model: ~56 epochs over 1200 clips in all, ~12 s each on 2 idle cores
-    reg_epochs: int = 2
-    finetune_epochs: int = 1
-    rounds: int = 2
-    batch_size: int = 32
     dense_lr: float = 2e-3
-    prune_lr: float = 0.01
-    # lambda per method for a KGS unit (vanilla: scaled by _regularizer), SGD (momentum 0.9)
-    # at prune_lr. Chosen on a x2 grid on the c3d_small-3.6x KGS row, by its top-1 after the
-    # 2 + 1 epochs (group lasso 0.025 / 0.05 / 0.1: 52.7 / 57.5 / 43.0 %; reweighted 1e-3 /
-    # 2e-3 / 4e-3: 57.0 / 63.7 / 22.3 %; heuristic 61.3 %). Weaker, the hard prune still
-    # removes 12-38 % of the pruned layers' squared norm (heuristic: 52 %); stronger, it
-    # removes < 5 % but the penalty also shrinks the kept groups (every conv is followed by
-    # BatchNorm, so a whole layer can shrink at no loss until BN's eps dominates). eps = 1e-3
-    # is 2-5 % of ||W_g||^2 at the rates' quantiles, so it only caps P_g of near-zero groups.
-    # The same grid a factor 4 lower on the 3.6x vanilla row (group lasso 0.0125 / 0.025 /
-    # 0.05: 39.2 / 36.0 / 13.0 %; reweighted 5e-4 / 1e-3 / 2e-3: 41.5 / 18.0 / 29.3 %;
-    # heuristic 43.0 %) picked the weakest point of each: on vanilla groups no strength tried
-    # beat the heuristic (top-1 rises as lambda falls toward it; runs differ by up to 20 points).
-    strength: tuple[tuple[str, float], ...] = (
-        ("group_lasso", 0.05), ("reweighted", 2e-3),
-        ("group_lasso/vanilla", 0.0125), ("reweighted/vanilla", 5e-4),
+    dense_seeds: tuple[int, ...] = (0, 1)
+    order_seeds: tuple[int, ...] = (0, 1)
+    preset: str = "c3d_small-3.6x"
+    # every pruned row: reg_epochs of regularization + finetune_epochs of masked fine-tuning
+    reg_epochs: int = 4
+    finetune_epochs: int = 3
+    rounds: int = 2  # reweighting rounds, 2 epochs apart
+    admm_stages: int = 2  # rho, 10 rho
+    batch_size: int = 32
+    lr: float = 0.01  # SGD, constant while regularizing, cosine while fine-tuning
+    distill_weight: float = 0.5
+    distill_temperature: float = 4.0
+    # BatchNorm follows every conv: norms relative to their layer, so the penalty cannot
+    # shrink a whole layer for free (RegularizerConfig.normalize)
+    normalize: str = "layer"
+    eps: float = 0.05  # relative to the layer's mean squared group norm (normalize="layer")
+    # selection grids (x4 steps), chosen on validation
+    grid: tuple[tuple[str, tuple[float, ...]], ...] = (
+        ("group_lasso", (2e-3, 8e-3, 3.2e-2)),
+        ("reweighted", (3e-3, 1.2e-2, 4.8e-2)),
+        ("admm", (0.03, 0.1, 0.3)),
     )
-    eps: float = 1e-3
-    # c_l proportional to each layer's dense MACs (see RegularizerConfig.mac_weighted). Off:
-    # tried once (reweighted 1e-3, 3.6x KGS), it left more of the pruned norm for the hard
-    # prune (30 % instead of 12 %) and shrank conv3b to 9 % of its dense norm
-    mac_weighted: bool = False
-    presets: tuple[str, ...] = ("c3d_small-3.6x", "c3d_small-5x")
-    methods: tuple[str, ...] = ("heuristic", "group_lasso", "reweighted")
-    schemes: tuple[str, ...] = ("vanilla", "kgs")
-    seed: int = 0
+    rows: tuple[str, ...] = ("control", "heuristic/vanilla", "heuristic/kgs",
+                             "group_lasso/kgs", "reweighted/kgs", "admm/kgs")
 
 
-QUICK = BenchConfig(train_clips=24, test_clips=12, dense_epochs=1, reg_epochs=1,
-                    finetune_epochs=1, rounds=1, batch_size=12,
-                    presets=("c3d_small-3.6x",))
+QUICK = BenchConfig(train_clips=24, val_clips=24, test_clips=24, dense_epochs=1,
+                    dense_seeds=(0, 1), order_seeds=(0,), reg_epochs=1, finetune_epochs=1,
+                    rounds=1, admm_stages=1, batch_size=12,
+                    grid=(("group_lasso", (8e-3,)), ("reweighted", (1.2e-2,)),
+                          ("admm", (0.1,))))
 
 
-def _adamw(lr: float, epochs: int = 1) -> TrainConfig:
-    # the dense model from scratch: AdamW converges in far fewer epochs on this data
-    return TrainConfig(epochs=epochs, lr=lr, optimizer="adamw", weight_decay=1e-2)
+def _method(config: BenchConfig, row: str, strength: float) -> tuple[MethodConfig, bool]:
+    """``(MethodConfig, prunes)`` of a row at a given lambda / rho."""
+    ft = TrainConfig(lr=config.lr, distill_weight=config.distill_weight,
+                     distill_temperature=config.distill_temperature)
+    reg_train = TrainConfig(lr=config.lr, schedule="constant")
+    total = config.reg_epochs + config.finetune_epochs
+    if row == "control":
+        return MethodConfig(method="heuristic", reg_epochs=0, finetune_epochs=total,
+                            finetune_train=ft), False
+    method = row.split("/")[0]
+    return MethodConfig(
+        method=method, reg_epochs=config.reg_epochs, finetune_epochs=config.finetune_epochs,
+        rounds=config.rounds,
+        regularizer=RegularizerConfig(strength=strength, eps=config.eps,
+                                      normalize=config.normalize),
+        admm=ADMMConfig(rho=strength, stages=config.admm_stages) if method == "admm"
+        else ADMMConfig(),
+        reg_train=reg_train, finetune_train=ft), True
 
 
-def _sgd(lr: float) -> TrainConfig:
-    # regularization and fine-tuning: plain SGD, so lambda means a shrink rate (Adam would
-    # rescale the penalty's gradient per weight)
-    return TrainConfig(lr=lr, momentum=0.9, weight_decay=5e-4)
+def _sparsity(config: BenchConfig, row: str) -> SparsityConfig:
+    if row == "control":
+        return SparsityConfig()
+    return get_preset(config.preset).config(row.split("/")[1], (8, 4))
 
 
-def _regularizer(config: BenchConfig, method: str, scheme: str) -> RegularizerConfig:
-    """``strength`` and ``eps`` of a method, scaled from a KGS unit to the scheme's groups.
-
-    A vanilla group holds s = 27 units, so its norm is ~sqrt(s) times a unit's at the same RMS
-    weight. Group lasso's pull on a group is lambda (its norm shrinks by lr * lambda per step),
-    reweighting's is lambda * P_g = lambda / (||W_g||^2 + eps): with lambda * sqrt(s) (group
-    lasso) and lambda * s^1.5, eps * s (reweighted) a group shrinks by the same fraction of
-    its norm per step as a unit of the same RMS weight. A ``"<method>/<scheme>"`` entry in
-    ``strength`` overrides the method's lambda for that scheme (still per KGS unit, scaled).
-    """
-    strengths = dict(config.strength)
-    lam = strengths.get(f"{method}/{scheme}", strengths.get(method, 0.0))
-    eps, s = config.eps, _UNITS[scheme]
-    if method == "group_lasso":
-        lam *= s ** 0.5
-    elif method == "reweighted":
-        lam, eps = lam * s ** 1.5, eps * s
-    return RegularizerConfig(strength=lam, eps=eps, mac_weighted=config.mac_weighted)
+def t_interval(diffs: list[float], level_t: dict[int, float] = _T95) -> tuple[float, float,
+                                                                              float]:
+    """``(mean, low, high)``: the mean of paired differences and its 90 % t-interval."""
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 2:
+        return mean, -math.inf, math.inf
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
+    df = n - 1
+    t = level_t.get(df) or level_t[max(k for k in level_t if k <= df)]
+    half = t * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
-@torch.no_grad()
-def pruned_energy(model: torch.nn.Module, sparsity: SparsityConfig) -> float:
-    """Fraction of the pruned layers' squared weight norm the hard prune would remove now.
-
-    Near 0: the regularizer already drove the groups the preset prunes to zero; the heuristic
-    (no regularization) removes 50-80 % at these rates.
-    """
-    probe = copy.deepcopy(model)
-    sparsifier = GroupSparsifier()
-    sparsifier.prepare(probe, sparsity)
-    sparsifier.step()
-    removed = total = 0.0
-    for name, keep in sparsifier.masks().items():
-        weight = sparsifier.modules[name].parametrizations.weight.original
-        sq = group_norms(weight, sparsity.scheme, sparsity.group, squared=True)
-        removed, total = removed + float((sq * ~keep).sum()), total + float(sq.sum())
-    return removed / max(total, 1e-30)
+def verdict(low: float, high: float, threshold: float = 0.0, margin: float = MARGIN) -> str:
+    """The decision rule for a claim "difference > threshold"."""
+    if low > threshold:
+        return "shown"
+    if high < threshold + margin:
+        return "refuted"
+    return "unresolved"
 
 
-def _dense_key(config: BenchConfig) -> str:
-    fields = ("train_clips", "dense_epochs", "batch_size", "dense_lr", "seed")
-    return "_".join(f"{getattr(config, f)}" for f in fields)
+def _train_dense(config: BenchConfig, seed: int, data: dict[str, MovingShapes],
+                 progress: bool) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
+    torch.manual_seed(seed)
+    model = build_model(MODEL, num_classes=MovingShapes.num_classes)
+    method = MethodConfig(method="heuristic", reg_epochs=0, finetune_epochs=config.dense_epochs,
+                          finetune_train=TrainConfig(lr=config.dense_lr, optimizer="adamw",
+                                                     weight_decay=1e-2))
+    engine = EngineConfig(batch_size=config.batch_size, device="cpu", seed=seed,
+                          progress=progress, eval_every=1)
+    info = run_pruning(model, SparsityConfig(), method, data["train"], engine,
+                       val_set=data["val"])
+    curve = [{k: r[k] for k in ("epoch", "loss", "train_top1", "val_top1")}
+             for r in info["history"]]
+    return model, curve
+
+
+def _row(config: BenchConfig, dense: torch.nn.Module, row: str, strength: float,
+         order_seed: int, data: dict[str, MovingShapes], progress: bool) -> dict[str, Any]:
+    model = copy.deepcopy(dense)
+    method, _ = _method(config, row, strength)
+    engine = EngineConfig(batch_size=config.batch_size, device="cpu", seed=order_seed,
+                          progress=progress, eval_every=10**6)
+    t0 = time.time()
+    info = run_pruning(model, _sparsity(config, row), method, data["train"], engine,
+                       val_set=data["val"], input_shape=default_input_shape(MODEL))
+    return {"row": row, "strength": strength, "seconds": time.time() - t0,
+            "val_before_prune": info.get("val_before_prune"),
+            "val_after_prune": info.get("val_after_prune"), "val_end": info.get("val_end"),
+            "pruned_energy": info.get("pruned_energy"),
+            "pruned_fractions": info.get("pruned_fractions"), "model": model}
 
 
 def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
-        reuse_dense: bool = False, name: str = "pruning_accuracy") -> dict[str, Any]:
-    """Run the benchmark; returns (and optionally writes) the result dict.
-
-    Args:
-        reuse_dense: Cache the dense model in
-            ``$TMPDIR/rt3d_pruning_accuracy/dense_<settings>.pt`` and load it from there when
-            an earlier run with the same data and dense-training settings saved it.
-        name: Output file stem; the JSON is rewritten after every row, so an interrupted
-            run keeps its finished rows.
-    """
-    # the machine may be shared: the 1/5/15-minute load averages go into the result
-    load_start = list(os.getloadavg())
-    torch.manual_seed(config.seed)
-    shape = default_input_shape(MODEL)
-    train_set = MovingShapes(config.train_clips, seed=10 * config.seed + 1)
-    test_set = MovingShapes(config.test_clips, seed=10 * config.seed + 2)
-    gen = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(train_set, config.batch_size, shuffle=True, drop_last=True,
-                        generator=gen)
-    test_loader = DataLoader(test_set, 100)
-
+        name: str = "pruning_accuracy") -> dict[str, Any]:
+    """Run the experiment; returns (and writes, rewritten after every row) the result."""
     start = time.time()
-    dense = build_model(MODEL, num_classes=train_set.num_classes)
-    # the dense weights are a cache, not a result: keep them out of the results folder
-    cache = Path(tempfile.gettempdir()) / "rt3d_pruning_accuracy" / f"dense_{_dense_key(config)}.pt"
-    if reuse_dense and cache.exists():
-        dense.load_state_dict(torch.load(cache, weights_only=True))
-    else:
-        train(dense, loader, _adamw(config.dense_lr, config.dense_epochs), progress=progress,
-              desc="dense")
-        if reuse_dense:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(dense.state_dict(), cache)
-    dense_top1 = evaluate(dense, test_loader)
-    dense_macs, _ = total_macs(count_macs(dense, shape))
-    print(f"dense: top-1 {dense_top1:.4f}, {dense_macs / 1e6:.1f} M MACs "
-          f"({time.time() - start:.0f} s)", flush=True)
-    rows: list[dict[str, Any]] = []
-    result = {"config": dataclasses.asdict(config), "model": MODEL, "input_shape": list(shape),
-              "dense_top1": dense_top1, "dense_macs": dense_macs, "rows": rows,
-              "seconds": time.time() - start, "torch": torch.__version__, "complete": False,
-              "threads": torch.get_num_threads(), "loadavg_start": load_start,
-              "loadavg_end": list(os.getloadavg())}
-    for preset in config.presets:
-        for method in config.methods:
-            for scheme in config.schemes:
-                t0 = time.time()
-                # same seeds and batch order for every row: rows do not depend on their order
-                torch.manual_seed(config.seed)
-                gen.manual_seed(config.seed + 1)
-                model = copy.deepcopy(dense)
-                regularizer = _regularizer(config, method, scheme)
-                method_cfg = MethodConfig(
-                    method=method, reg_epochs=config.reg_epochs,
-                    finetune_epochs=config.finetune_epochs, rounds=config.rounds,
-                    regularizer=regularizer,
-                    reg_train=_sgd(config.prune_lr), finetune_train=_sgd(config.prune_lr))
-                sparsity = get_preset(preset).config(scheme, (8, 4))
-                # the weights the hard prune sees: the dense ones (heuristic) or regularized
-                energy = {"at_prune": pruned_energy(model, sparsity)}
+    shape = default_input_shape(MODEL)
+    data = {"train": MovingShapes(config.train_clips, seed=101),
+            "val": MovingShapes(config.val_clips, seed=202),
+            "test": MovingShapes(config.test_clips, seed=303)}
+    test_loader = DataLoader(data["test"], 100)
+    result: dict[str, Any] = {
+        "config": dataclasses.asdict(config), "model": MODEL, "input_shape": list(shape),
+        "decision_rule": {"comparisons": [list(c) for c in COMPARISONS], "interval": "90% t",
+                          "margin": MARGIN, "goal": GOAL},
+        "dense": [], "selection": [], "rows": [], "complete": False,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "loadavg_start": list(os.getloadavg())}
+    _say(f"decision rule: claim A > B shown if the 90% t-interval of mean paired test "
+         f"(A - B) is above 0, refuted if below +{MARGIN * 100:.1f} points, else unresolved")
 
-                def on_phase(_: str, regularized: torch.nn.Module) -> None:
-                    energy["at_prune"] = pruned_energy(regularized, sparsity)
+    def save() -> None:
+        result["seconds"] = time.time() - start
+        result["loadavg_end"] = list(os.getloadavg())
+        _write(result, out_dir, name)
 
-                info = prune_and_finetune(model, sparsity, method_cfg, loader, shape,
-                                          progress=progress, on_phase=on_phase)
-                top1 = evaluate(model, test_loader)
+    denses = {}
+    for seed in config.dense_seeds:
+        t0 = time.time()
+        model, curve = _train_dense(config, seed, data, progress)
+        denses[seed] = model
+        entry = {"seed": seed, "val_top1": evaluate(model, DataLoader(data["val"], 100)),
+                 "test_top1": evaluate(model, test_loader), "seconds": time.time() - t0,
+                 "curve": curve}
+        result["dense"].append(entry)
+        _say(f"dense seed {seed}: val {entry['val_top1']:.4f}, test {entry['test_top1']:.4f}"
+             f" ({entry['seconds']:.0f} s)")
+        save()
+    dense_macs, _ = total_macs(count_macs(denses[config.dense_seeds[0]], shape))
+    result["dense_macs"] = dense_macs
+
+    # selection on validation: first replicate only, before anything touches the test clips
+    chosen: dict[str, float] = {}
+    first_dense, first_order = config.dense_seeds[0], config.order_seeds[0]
+    for method, values in config.grid:
+        if not any(r.startswith(method + "/") for r in config.rows):
+            continue
+        scores = []
+        for value in values:
+            r = _row(config, denses[first_dense], f"{method}/kgs", value, first_order, data,
+                     progress)
+            scores.append((r["val_end"], value))
+            result["selection"].append({"method": method, "value": value,
+                                        "val_end": r["val_end"],
+                                        "pruned_energy": r["pruned_energy"]})
+            _say(f"select {method:>12} {value:<8g}: val {r['val_end']:.4f}, pruned energy "
+                 f"{r['pruned_energy']:.3f}")
+            save()
+        chosen[method] = max(scores)[1]
+    result["chosen"] = chosen
+
+    for dseed in config.dense_seeds:
+        for oseed in config.order_seeds:
+            for row in config.rows:
+                method = row.split("/")[0]
+                r = _row(config, denses[dseed], row, chosen.get(method, 0.0), oseed, data,
+                         progress)
+                model = r.pop("model")
                 _, kept = total_macs(count_macs(model, shape))
-                row = {"preset": preset, "method": method, "scheme": scheme, "top1": top1,
-                       "delta_top1": top1 - dense_top1, "kept_macs": kept,
-                       "mac_reduction": dense_macs / kept, "seconds": time.time() - t0,
-                       "strength": regularizer.strength, "eps": regularizer.eps,
-                       "pruned_energy": energy["at_prune"],
-                       "pruned_fractions": info["pruned_fractions"]}
-                rows.append(row)
-                print(f"{preset:>15} {method:>12} {scheme:>8}: top-1 {top1:.4f} "
-                      f"({row['delta_top1']:+.4f}), {kept / 1e6:.1f} M MACs "
-                      f"({row['mac_reduction']:.2f}x), pruned energy {energy['at_prune']:.3f}, "
-                      f"{row['seconds']:.0f} s", flush=True)
-                result["seconds"] = time.time() - start
-                result["loadavg_end"] = list(os.getloadavg())
-                _write(result, out_dir, name, plot=False)
+                r.update(dense_seed=dseed, order_seed=oseed, test_top1=evaluate(model,
+                                                                                test_loader),
+                         kept_macs=kept, mac_reduction=dense_macs / kept)
+                result["rows"].append(r)
+                _say(f"d{dseed} o{oseed} {row:>18}: test {r['test_top1']:.4f}, val before/"
+                     f"after prune/end {_f(r['val_before_prune'])}/{_f(r['val_after_prune'])}"
+                     f"/{_f(r['val_end'])}, pruned energy {_f(r['pruned_energy'])}, "
+                     f"{r['mac_reduction']:.2f}x, {r['seconds']:.0f} s")
+                save()
+    result["verdicts"] = verdicts(result)
     result["complete"] = True
+    save()
     _write(result, out_dir, name, plot=True)
     return result
 
 
-def _write(result: dict[str, Any], out_dir: Path | None, name: str, plot: bool) -> None:
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Apply the decision rule to the finished rows (test top-1, paired by replicate)."""
+    by = {(r["dense_seed"], r["order_seed"], r["row"]): r["test_top1"] for r in result["rows"]}
+    reps = sorted({(d, o) for d, o, _ in by})
+    out = []
+    for label, a, b in COMPARISONS:
+        diffs = [by[(d, o, a)] - by[(d, o, b)] for d, o in reps
+                 if (d, o, a) in by and (d, o, b) in by]
+        if not diffs:
+            continue
+        mean, low, high = t_interval(diffs)
+        out.append({"claim": label, "n": len(diffs), "mean": mean, "low": low, "high": high,
+                    "verdict": verdict(low, high)})
+    # the goal: best structured (KGS) method within GOAL of dense, paired by dense seed
+    dense = {e["seed"]: e["test_top1"] for e in result["dense"]}
+    kgs_rows = sorted({r for _, _, r in by if r.endswith("/kgs")})
+    if kgs_rows and dense:
+        means = {r: sum(v for (_, _, rr), v in by.items() if rr == r) /
+                 max(1, sum(1 for k in by if k[2] == r)) for r in kgs_rows}
+        best = max(means, key=means.get)
+        diffs = [by[(d, o, best)] - dense[d] for d, o in reps if (d, o, best) in by]
+        mean, low, high = t_interval(diffs)
+        out.append({"claim": f"{best} within {GOAL * 100:.1f} points of dense",
+                    "n": len(diffs), "mean": mean, "low": low, "high": high,
+                    "verdict": verdict(low, high, threshold=-GOAL, margin=0.0)})
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    """Mean over replicates per row, then the verdicts."""
+    lines = [f"{'row':<20} {'n':>2} {'test top-1':>10} {'sd':>6} {'val pre':>7} "
+             f"{'val post':>8} {'val end':>7} {'energy':>6} {'MAC red.':>8}"]
+    dense = result["dense"]
+    if dense:
+        vals = [e["test_top1"] for e in dense]
+        lines.append(f"{'dense':<20} {len(vals):>2} {_mean(vals):>10.4f} {_sd(vals):>6.4f}")
+    for row in dict.fromkeys(r["row"] for r in result["rows"]):
+        rs = [r for r in result["rows"] if r["row"] == row]
+
+        def m(key: str, rs=rs) -> str:
+            vals = [r[key] for r in rs if r.get(key) is not None]
+            return f"{_mean(vals):.3f}" if vals else "-"
+
+        tops = [r["test_top1"] for r in rs]
+        lines.append(f"{row:<20} {len(rs):>2} {_mean(tops):>10.4f} {_sd(tops):>6.4f} "
+                     f"{m('val_before_prune'):>7} {m('val_after_prune'):>8} {m('val_end'):>7} "
+                     f"{m('pruned_energy'):>6} {_mean([r['mac_reduction'] for r in rs]):>7.2f}x")
+    if result.get("chosen"):
+        lines.append("chosen on validation: " + ", ".join(
+            f"{k} {v:g}" for k, v in result["chosen"].items()))
+    for v in result.get("verdicts", []):
+        lines.append(f"{v['claim']:<40} n={v['n']} mean {v['mean'] * 100:+.2f} points, "
+                     f"90% CI [{v['low'] * 100:+.2f}, {v['high'] * 100:+.2f}] -> {v['verdict']}")
+    return "\n".join(lines)
+
+
+def _mean(vals: list[float]) -> float:
+    return sum(vals) / max(len(vals), 1)
+
+
+def _sd(vals: list[float]) -> float:
+    if len(vals) < 2:
+        return 0.0
+    mu = _mean(vals)
+    return math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def _write(result: dict[str, Any], out_dir: Path | None, name: str, plot: bool = False) -> None:
     if out_dir is None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -246,42 +364,26 @@ def _write(result: dict[str, Any], out_dir: Path | None, name: str, plot: bool) 
         _plot(result, out_dir / f"{name}.png")
 
 
-def table(result: dict[str, Any]) -> str:
-    """The paper's Table 1 layout as text: method, scheme, MACs, reduction, top-1."""
-    lines = [f"{'preset':<15} {'method':<12} {'scheme':<8} {'MACs (M)':>9} {'reduction':>9} "
-             f"{'top-1':>7} {'delta':>7}",
-             f"{'dense':<15} {'-':<12} {'-':<8} {result['dense_macs'] / 1e6:>9.1f} "
-             f"{1.0:>8.2f}x {result['dense_top1']:>7.4f} {0.0:>+7.4f}"]
-    for r in result["rows"]:
-        lines.append(f"{r['preset']:<15} {r['method']:<12} {r['scheme']:<8} "
-                     f"{r['kept_macs'] / 1e6:>9.1f} {r['mac_reduction']:>8.2f}x "
-                     f"{r['top1']:>7.4f} {r['delta_top1']:>+7.4f}")
-    return "\n".join(lines)
-
-
 def _plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    markers = {"heuristic": "o", "group_lasso": "s", "reweighted": "^"}
-    styles = {"vanilla": "--", "kgs": "-"}
-    for method in result["config"]["methods"]:
-        for scheme in result["config"]["schemes"]:
-            rows = sorted((r for r in result["rows"]
-                           if r["method"] == method and r["scheme"] == scheme),
-                          key=lambda r: r["mac_reduction"])
-            ax.plot([1.0] + [r["mac_reduction"] for r in rows],
-                    [result["dense_top1"]] + [r["top1"] for r in rows],
-                    styles.get(scheme, ":"), marker=markers.get(method, "x"),
-                    label=f"{method} / {scheme}")
-    ax.set_xlabel("MAC reduction (dense / kept)")
-    ax.set_ylabel("top-1 (generated moving shapes)")
-    ax.set_title(f"{result['model']}: pruning accuracy")
+    rows = list(dict.fromkeys(r["row"] for r in result["rows"]))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for i, row in enumerate(rows):
+        tops = [r["test_top1"] for r in result["rows"] if r["row"] == row]
+        ax.scatter([i] * len(tops), tops, alpha=0.6)
+        ax.plot([i - 0.2, i + 0.2], [_mean(tops)] * 2, color="black")
+    dense = [e["test_top1"] for e in result["dense"]]
+    if dense:
+        ax.axhline(_mean(dense), ls="--", color="grey", label="dense (mean)")
+        ax.legend(fontsize=7)
+    ax.set_xticks(range(len(rows)), rows, rotation=20, fontsize=7)
+    ax.set_ylabel("test top-1 (generated moving shapes)")
+    ax.set_title(f"{result['model']}, {result['config']['preset']}: replicates and means")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -289,31 +391,30 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke-test configuration")
+    parser.add_argument("--quick", action="store_true", help="tiny smoke-test profile")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--reuse-dense", action="store_true",
-                        help="cache the dense model in $TMPDIR and reuse it across runs")
     parser.add_argument("--name", default="pruning_accuracy", help="output file stem")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="override BenchConfig fields, e.g. --set train_clips=600")
+                        help="override BenchConfig fields, e.g. --set train_clips=600 "
+                             "dense_seeds=0,1")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config = QUICK if args.quick else BenchConfig()
     for item in args.set:
         key, value = item.split("=", 1)
         current = getattr(config, key)
-        if key == "strength":  # strength=group_lasso:0.02,reweighted:1e-3
-            parsed = tuple((k, float(v)) for k, v in (x.split(":") for x in value.split(",")))
+        if key == "grid":  # grid=reweighted:1e-3:4e-3,admm:0.1
+            parsed = tuple((p[0], tuple(float(v) for v in p[1:]))
+                           for p in (x.split(":") for x in value.split(",")))
         elif isinstance(current, tuple):
-            parsed = tuple(value.split(","))
-        elif isinstance(current, bool):
-            parsed = value.lower() in ("1", "true", "yes")
+            kind = type(current[0]) if current else str
+            parsed = tuple(kind(v) for v in value.split(","))
         else:
             parsed = type(current)(value)
         config = dataclasses.replace(config, **{key: parsed})
-    result = run(config, args.out, not args.no_progress, args.reuse_dense, args.name)
+    result = run(config, args.out, not args.no_progress, args.name)
     print(table(result))
     return 0
 

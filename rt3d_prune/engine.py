@@ -483,6 +483,7 @@ def run_pruning(
                                                                         runtime.device)
     sparsifier.squash_mask()
     model.eval()
+    info["history"] = list(rows)  # rank 0's per-epoch rows (empty on other ranks)
     return info
 
 
