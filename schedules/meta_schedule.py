@@ -26,7 +26,7 @@ from .cpu_kgs_conv3d import (
     cpu_config,
     schedule_cpu,
     schedule_kgs_conv3d_cpu,
-    vector_axis_default,
+    w_is_contiguous,
 )
 
 __all__ = ["cpu_space", "design_space", "schedule_for", "space_postprocs"]
@@ -78,7 +78,7 @@ def cpu_space(target: Target | None = None, config: CPUConfig | None = None):
     register budget is ``config``'s, else ``target``'s, else the current target's."""
 
     def _apply(sch: s_tir.Schedule, _block) -> list[s_tir.Schedule]:
-        axes = ("w", "m") if vector_axis_default(sch) == "w" else ("m",)
+        axes = ("w", "m") if w_is_contiguous(sch) else ("m",)
         cfg = config or cpu_config(target)
         return [schedule_kgs_conv3d_cpu(sch.copy(), False, lanes=cfg.lanes,
                                         max_registers=cfg.max_registers,

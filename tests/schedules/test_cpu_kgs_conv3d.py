@@ -34,10 +34,10 @@ def test_fixed_schedule_is_deterministic_and_tunable_one_samples(rng):
     fixed = [schedules.KGSConv3DCPU().apply(func, host_target(), False) for _ in range(2)]
     tvm.ir.assert_structural_equal(fixed[0].mod, fixed[1].mod)
     decisions = fixed[0].trace.decisions
-    assert len(decisions) == 3  # W tile, H tile, unroll step
+    assert len(decisions) == 4  # W tile, H tile, D tile, unroll step
     sampled = s_tir.Schedule(func, seed=int(rng.integers(1, 1 << 30)))
     schedules.schedule_kgs_conv3d_cpu(sampled, fixed=False)
-    assert len(sampled.trace.decisions) == 3
+    assert len(sampled.trace.decisions) == 4
 
 
 def test_aarch64_codegen_uses_neon_fma(rng):
@@ -100,3 +100,12 @@ def test_register_tile_fits_the_register_file():
             r_w, r_h = register_tile(ow, oh, gm, lanes, regs, "m")
             assert r_w * r_h * -(-gm // lanes) <= regs
     assert register_tile(56, 56, 8, 8, 24, "w") == (14, 1)  # two ymm per channel row
+
+
+def test_seven_wide_maps_vectorize_over_channels(rng):
+    from schedules.cpu_kgs_conv3d import vector_axis_default
+
+    w = structured_weight((16, 8, 3, 3, 3), "kgs", 0.5, (8, 4), rng)
+    func = kgs_conv3d_primfunc((1, 8, 2, 7, 7), S.compact(w, (8, 4)), (1, 1, 1), (1, 1, 1))
+    assert vector_axis_default(s_tir.Schedule(func), lanes=8) == "m"
+    assert vector_axis_default(s_tir.Schedule(func), lanes=4) == "w"  # NEON: 4 lanes fit
