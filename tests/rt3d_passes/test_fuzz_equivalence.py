@@ -4,7 +4,7 @@ host compute what PyTorch computes (relative error <= 1e-5).
 Each run draws new cases (hypothesis is not derandomized); a failure prints the falsifying
 :class:`~tests.conv3d_strategies.Conv3DCase` and is kept in the example database under
 ``.pytest_cache/hypothesis``, so the next run replays it first. The number of examples is
-``RT3D_FUZZ_EXAMPLES`` (default 50, about two minutes); the long profile::
+``RT3D_FUZZ_EXAMPLES`` (default 50: 35-65 s here); the long profile (500: 6 CPU-minutes)::
 
     RT3D_FUZZ_EXAMPLES=500 python -m pytest -m fuzz tests/rt3d_passes/test_fuzz_equivalence.py
 
