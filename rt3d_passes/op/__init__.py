@@ -4,29 +4,15 @@
 * :mod:`.epilogue` -- the same operator with bias, residual add and ReLU fused.
 
 The names their PrimFuncs carry (attributes, blocks, schedule rules) are in
-:mod:`schedules.contract`.
+:mod:`schedules.contract`. Re-exported here (``X as X``): the public names of both modules.
 """
 
-from .epilogue import kgs_conv3d_epilogue_te
-from .kgs_conv3d import (
-    PAD_OFFSET,
-    Conv3DGeometry,
-    column_offsets,
-    geometry_kwargs,
-    kgs_conv3d_attrs,
-    kgs_conv3d_primfunc,
-    kgs_conv3d_te,
-    reads_flat_input,
-)
-
-__all__ = [
-    "PAD_OFFSET",
-    "Conv3DGeometry",
-    "column_offsets",
-    "geometry_kwargs",
-    "kgs_conv3d_attrs",
-    "kgs_conv3d_epilogue_te",
-    "kgs_conv3d_primfunc",
-    "kgs_conv3d_te",
-    "reads_flat_input",
-]
+from .epilogue import kgs_conv3d_epilogue_te as kgs_conv3d_epilogue_te
+from .kgs_conv3d import PAD_OFFSET as PAD_OFFSET
+from .kgs_conv3d import Conv3DGeometry as Conv3DGeometry
+from .kgs_conv3d import column_offsets as column_offsets
+from .kgs_conv3d import geometry_kwargs as geometry_kwargs
+from .kgs_conv3d import kgs_conv3d_attrs as kgs_conv3d_attrs
+from .kgs_conv3d import kgs_conv3d_primfunc as kgs_conv3d_primfunc
+from .kgs_conv3d import kgs_conv3d_te as kgs_conv3d_te
+from .kgs_conv3d import reads_flat_input as reads_flat_input

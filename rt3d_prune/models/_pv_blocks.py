@@ -117,6 +117,42 @@ def bottleneck_stage(depth: int, dim_in: int, dim_inner: int, dim_out: int,
     return ResStage(blocks)
 
 
+#: Blocks per stage of a ResNet-50.
+R50_DEPTHS = (3, 4, 6, 3)
+
+
+class ResNet50(nn.Module):
+    """PyTorchVideo's ``Net`` layout of a 3D ResNet-50: stem, four bottleneck stages
+    (``blocks.1`` to ``blocks.4``), head (``blocks.5``).
+
+    Args:
+        stem_kernel: The stem conv's kernel (stride 1x2x2, then a 1x3x3 max-pool).
+        stage: ``stage(i, dim_inner) -> (conv_a kernel, conv_b kernel, stride, conv_b
+            groups)`` of stage ``i`` (0 to 3).
+        num_classes: Output classes.
+        dropout: Dropout probability before the classifier.
+    """
+
+    def __init__(self, stem_kernel: Sequence[int], stage, num_classes: int,
+                 dropout: float) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [ResNetBasicStem(3, 64, stem_kernel)]
+        dim_in, dim_out = 64, 256
+        for i, depth in enumerate(R50_DEPTHS):
+            inner = dim_out // 4
+            conv_a, conv_b, stride, groups = stage(i, inner)
+            blocks.append(bottleneck_stage(depth, dim_in, inner, dim_out, conv_a, conv_b,
+                                           stride, conv_b_groups=groups))
+            dim_in, dim_out = dim_out, dim_out * 2
+        blocks.append(ResNetBasicHead(dim_in, num_classes, dropout))
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
 class ResNetBasicHead(nn.Module):
     """Global average pool, dropout and the linear classifier ``proj``.
 

@@ -13,13 +13,15 @@ VMZ's Caffe2 / PyTorch ir-CSN checkpoints (``layer1.0.conv2`` style) need a key 
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
-from ._pv_blocks import ResNetBasicHead, ResNetBasicStem, bottleneck_stage
-from .slow_r50 import R50_DEPTHS
+from ._pv_blocks import ResNet50
 
 
-class IrCSN50(nn.Module):
+def _csn_stage(i: int, inner: int):
+    # 1x1x1 conv_a, depthwise 3x3x3 conv_b; res3-res5 stride 2 in time and space
+    return (1, 1, 1), (3, 3, 3), (1, 1, 1) if i == 0 else (2, 2, 2), inner
+
+
+class IrCSN50(ResNet50):
     """ir-CSN-50: 13.1 M parameters with 400 classes.
 
     Args:
@@ -28,19 +30,4 @@ class IrCSN50(nn.Module):
     """
 
     def __init__(self, num_classes: int = 400, dropout: float = 0.0) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = [ResNetBasicStem(3, 64, (3, 7, 7))]
-        dim_in, dim_out = 64, 256
-        for i, depth in enumerate(R50_DEPTHS):
-            stride = (1, 1, 1) if i == 0 else (2, 2, 2)
-            inner = dim_out // 4
-            blocks.append(bottleneck_stage(depth, dim_in, inner, dim_out, (1, 1, 1),
-                                           (3, 3, 3), stride, conv_b_groups=inner))
-            dim_in, dim_out = dim_out, dim_out * 2
-        blocks.append(ResNetBasicHead(dim_in, num_classes, dropout))
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
+        super().__init__((3, 7, 7), _csn_stage, num_classes, dropout)

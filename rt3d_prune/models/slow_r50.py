@@ -10,15 +10,15 @@ state dicts load. 32.45 M parameters with 400 classes.
 
 from __future__ import annotations
 
-from torch import Tensor, nn
-
-from ._pv_blocks import ResNetBasicHead, ResNetBasicStem, bottleneck_stage
-
-#: Blocks per stage of a ResNet-50.
-R50_DEPTHS = (3, 4, 6, 3)
+from ._pv_blocks import ResNet50
 
 
-class SlowR50(nn.Module):
+def _slow_stage(i: int, _inner: int):
+    # conv_a 1x1x1 in res2/res3, 3x1x1 in res4/res5; conv_b 1x3x3; nothing strides in time
+    return (1, 1, 1) if i < 2 else (3, 1, 1), (1, 3, 3), (1, 1, 1) if i == 0 else (1, 2, 2), 1
+
+
+class SlowR50(ResNet50):
     """Slow-only ResNet-50 (8x8 in the SlowFast paper's notation).
 
     Args:
@@ -27,19 +27,4 @@ class SlowR50(nn.Module):
     """
 
     def __init__(self, num_classes: int = 400, dropout: float = 0.5) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = [ResNetBasicStem(3, 64, (1, 7, 7))]
-        dim_in, dim_out = 64, 256
-        for i, depth in enumerate(R50_DEPTHS):
-            conv_a = (1, 1, 1) if i < 2 else (3, 1, 1)
-            stride = (1, 1, 1) if i == 0 else (1, 2, 2)
-            blocks.append(bottleneck_stage(depth, dim_in, dim_out // 4, dim_out, conv_a,
-                                           (1, 3, 3), stride))
-            dim_in, dim_out = dim_out, dim_out * 2
-        blocks.append(ResNetBasicHead(dim_in, num_classes, dropout))
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
+        super().__init__((1, 7, 7), _slow_stage, num_classes, dropout)

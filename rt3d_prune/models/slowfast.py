@@ -17,8 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._pv_blocks import ResNetBasicHead, ResNetBasicStem, bottleneck_stage
-from .slow_r50 import R50_DEPTHS
+from ._pv_blocks import R50_DEPTHS, ResNetBasicHead, ResNetBasicStem, bottleneck_stage
 
 #: Frame-rate ratio of the zoo's SlowFast (the 8x8 model: 8 slow and 32 fast frames).
 DEFAULT_ALPHA = 4
