@@ -224,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError) as err:
         print(f"rt3d {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nrt3d {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

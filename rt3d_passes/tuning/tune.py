@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import tvm
@@ -57,6 +60,47 @@ def commit_default(db, task: TuningTask, target: Target, builder, runner) -> flo
     return float(np.mean([float(v) for v in result.run_secs]))
 
 
+@contextlib.contextmanager
+def _interrupt_checkpoint() -> Iterator[Callable[[], bool]]:
+    """``interrupted()``: whether SIGINT (Ctrl-C) came, for stopping between steps.
+
+    A ``KeyboardInterrupt`` raised while MetaSchedule's C++ search loop calls back into Python
+    ends in ``std::terminate`` (the interpreter dies with a segfault report). So the handler
+    only remembers the signal; :func:`_stop_building` fails the remaining builds at once, so
+    the search of the current task ends in seconds, and :func:`tune_model` raises
+    ``KeyboardInterrupt`` between tasks, where it is safe.
+    """
+    hit: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield lambda: False  # not ours to change (a thread, or SIGINT ignored / handled)
+        return
+    signal.signal(signal.SIGINT, lambda signum, _frame: hit.append(signum))
+    try:
+        yield lambda: bool(hit)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _stop_building(builder, interrupted: Callable[[], bool]):
+    """``builder`` that, once ``interrupted()``, fails every candidate without building it."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+
+    @derived_object
+    class _InterruptibleBuilder(PyBuilder):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def build(self, build_inputs):
+            if interrupted():
+                return [BuilderResult(None, "interrupted (SIGINT)") for _ in build_inputs]
+            return self.inner.build(build_inputs)
+
+    return _InterruptibleBuilder(builder)
+
+
 def records_for(db, mod: tvm.IRModule) -> int:
     if not db.has_workload(mod):
         return 0
@@ -80,6 +124,11 @@ def tune_model(
 
     Tasks that already hold ``trials_per_task`` records are skipped (resume), so an
     interrupted run goes on where it stopped, and records measured before a failure stay.
+    Every record is appended to the database as it is measured; a run killed mid-write leaves
+    at most a cut last line, which :func:`~rt3d_passes.tuning.open_database` repairs.
+
+    Ctrl-C (SIGINT) raises ``KeyboardInterrupt`` once the build or measurement under way
+    ends (the remaining candidates of the task fail unbuilt, and are tuned again on resume).
 
     Parameters
     ----------
@@ -122,35 +171,45 @@ def tune_model(
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     summary = []
     bar = tqdm(tasks, desc=f"tuning {len(tasks)} tasks", unit="task", disable=not progress)
-    for task in bar:
-        done = records_for(db, task.mod)
-        todo = max(0, trials_per_task - done)
-        bar.set_postfix_str(f"{task.name}: {done} records, {todo} trials to run")
-        default_ms = None
-        if todo:
-            builder = make_builder(export)
-            runner = make_runner(task.offsets, rpc)
-            if done == 0:
-                secs = commit_default(db, task, target, builder, runner)
-                default_ms = None if secs is None else secs * 1e3
-                todo -= secs is not None
-            if todo > 0:
-                with without_tensor_intrin():
-                    ctx = ms.TuneContext(mod=task.mod, target=target,
-                                         space_generator=rt3d_ms.design_space(target),
-                                         search_strategy="evolutionary", task_name=task.name,
-                                         rand_state=seed, num_threads=min(2, os.cpu_count() or 1))
-                    ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir),
-                                  max_trials_global=todo, num_trials_per_iter=min(
-                                      num_trials_per_iter, todo),
-                                  builder=builder, runner=runner, database=db,
-                                  cost_model="xgb" if todo >= 16 else "random",
-                                  task_scheduler="round-robin")
-        records = db.get_top_k(db.commit_workload(task.mod), 1) if db.has_workload(
-            task.mod) else []
-        best = float(np.mean([float(v) for v in records[0].run_secs])) * 1e3 if records \
-            else None
-        summary.append(dict(task=task.name, weight=task.weight, macs=task.macs,
-                            trials_run=todo, records=records_for(db, task.mod), best_ms=best,
-                            default_ms=default_ms))
+    with _interrupt_checkpoint() as interrupted, contextlib.closing(bar):
+
+        def check() -> None:
+            if interrupted():
+                raise KeyboardInterrupt
+
+        for task in bar:
+            check()
+            done = records_for(db, task.mod)
+            todo = max(0, trials_per_task - done)
+            bar.set_postfix_str(f"{task.name}: {done} records, {todo} trials to run")
+            default_ms = None
+            if todo:
+                builder = _stop_building(make_builder(export), interrupted)
+                runner = make_runner(task.offsets, rpc)
+                if done == 0:
+                    secs = commit_default(db, task, target, builder, runner)
+                    default_ms = None if secs is None else secs * 1e3
+                    todo -= secs is not None
+                    check()
+                if todo > 0:
+                    with without_tensor_intrin():
+                        ctx = ms.TuneContext(mod=task.mod, target=target,
+                                             space_generator=rt3d_ms.design_space(target),
+                                             search_strategy="evolutionary",
+                                             task_name=task.name, rand_state=seed,
+                                             num_threads=min(2, os.cpu_count() or 1))
+                        ms.tune_tasks(tasks=[ctx], task_weights=[1.0], work_dir=str(work_dir),
+                                      max_trials_global=todo, num_trials_per_iter=min(
+                                          num_trials_per_iter, todo),
+                                      builder=builder, runner=runner, database=db,
+                                      cost_model="xgb" if todo >= 16 else "random",
+                                      task_scheduler="round-robin")
+                    check()
+            records = db.get_top_k(db.commit_workload(task.mod), 1) if db.has_workload(
+                task.mod) else []
+            best = float(np.mean([float(v) for v in records[0].run_secs])) * 1e3 if records \
+                else None
+            summary.append(dict(task=task.name, weight=task.weight, macs=task.macs,
+                                trials_run=todo, records=records_for(db, task.mod),
+                                best_ms=best, default_ms=default_ms))
     return summary
