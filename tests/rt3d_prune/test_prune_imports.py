@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-_ALL = ("checkpoint", "cli", "config", "data", "macs", "models", "oneshot", "pipeline",
-        "presets", "regularizer", "schemes", "sparsifier", "train")
+_ALL = ("admm", "checkpoint", "cli", "config", "data", "distributed", "engine", "macs", "models",
+        "oneshot", "pipeline", "presets", "pretrained", "regularizer", "schemes", "sparsifier",
+        "train")
 
 
 def _modules_after(code: str) -> set[str]:
