@@ -258,6 +258,11 @@ def run_extras(args, models, builds, workdir: Path) -> dict[str, Any]:
         print(f"\nper-op profile of RT3D sparse ({args.threads_now} thread(s), median of 3):")
         print(rt3d.format_profile(ops))
         extras["profile_sparse"] = ops
+        kinds = rt3d.compare_kinds(ops, rt3d.torch_profile_kinds(models.pruned, models.x))
+        print("\nper op kind, RT3D sparse against PyTorch eager on the same pruned model "
+              "(torch.profiler self time):")
+        print(rt3d.format_kinds(kinds))
+        extras["profile_kinds"] = kinds
     if args.memory:
         libs = {key: rt3d.export(build, workdir / "libs") for key, build in builds.items()}
         weights = {key: build.weight_bytes for key, build in builds.items()}

@@ -147,13 +147,67 @@ def _summarize_calls(per_run: list[list[tuple[str, float]]],
     return sorted(rows.values(), key=lambda r: -r["ms"])
 
 
+#: (substring, kind) of a VM call or a torch op, first match wins: the kinds both profiles use.
+OP_KINDS = (
+    ("kgs_conv3d", "conv3d"), ("conv", "conv3d"), ("batch_norm", "batch norm"),
+    ("matmul", "matmul (FC)"), ("linear", "matmul (FC)"), ("addmm", "matmul (FC)"),
+    ("pool", "pooling"), ("mean", "pooling"), ("softmax", "softmax"), ("concat", "concat"),
+    ("aten::cat", "concat"), ("vm.", "VM builtins"),
+)
+
+
 def op_kind(symbol: str) -> str:
-    """Coarse kind of a VM call, for the "where the time goes" summary."""
-    for key, kind in (("kgs_conv3d", "conv3d (RT3D kernel)"), ("batch_norm", "batch norm"),
-                      ("matmul", "matmul (FC)"), ("pool", "pooling"), ("vm.", "VM builtins")):
+    """Coarse kind of a VM call or torch op, for the "where the time goes" summary."""
+    for key, kind in OP_KINDS:
         if key in symbol:
             return kind
     return "elementwise/other"
+
+
+def torch_profile_kinds(model, x, runs: int = 3) -> dict[str, float]:
+    """PyTorch eager's time per op kind (ms, median over ``runs``; ``torch.profiler`` self CPU
+    time of every aten op), to compare with RT3D's :func:`profile_ops` kind by kind."""
+    import torch
+
+    per_run = []
+    with torch.no_grad():
+        model(x)
+        for _ in range(runs):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                model(x)
+            kinds: dict[str, float] = defaultdict(float)
+            for evt in prof.key_averages():
+                if evt.key.startswith("aten::"):
+                    kinds[op_kind(evt.key)] += evt.self_cpu_time_total / 1e3
+            per_run.append(kinds)
+    names = {k for run in per_run for k in run}
+    return {k: float(np.median([run.get(k, 0.0) for run in per_run])) for k in names}
+
+
+def compare_kinds(rt3d_rows: list[dict[str, Any]], torch_kinds: dict[str, float],
+                  limit: float = 1.5) -> list[dict[str, Any]]:
+    """Per op kind: RT3D ms, PyTorch ms, their ratio and whether RT3D is within ``limit`` x
+    PyTorch (batch norm is folded into RT3D's convolutions, so it has no RT3D time)."""
+    rt3d: dict[str, float] = defaultdict(float)
+    for r in rt3d_rows:
+        rt3d[op_kind(r["op"]) if r["kind"] != "conv3d (RT3D kernel)" else "conv3d"] += r["ms"]
+    out = []
+    for kind in sorted(set(rt3d) | set(torch_kinds), key=lambda k: -torch_kinds.get(k, 0.0)):
+        ours, theirs = rt3d.get(kind, 0.0), torch_kinds.get(kind, 0.0)
+        ratio = ours / theirs if theirs else None
+        out.append({"kind": kind, "rt3d_ms": ours, "torch_ms": theirs, "ratio": ratio,
+                    "within_limit": ratio is None or ratio <= limit})
+    return out
+
+
+def format_kinds(rows: list[dict[str, Any]], limit: float = 1.5) -> str:
+    lines = [f"{'op kind':<20} {'RT3D ms':>9} {'PyTorch ms':>11} {'ratio':>7}", "-" * 50]
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        flag = "" if r["within_limit"] else f"  > {limit}x PyTorch"
+        lines.append(f"{r['kind']:<20} {r['rt3d_ms']:>9.2f} {r['torch_ms']:>11.2f} "
+                     f"{ratio:>7}{flag}")
+    return "\n".join(lines)
 
 
 def format_profile(rows: list[dict[str, Any]], top: int = 15) -> str:

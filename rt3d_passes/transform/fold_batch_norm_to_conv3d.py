@@ -12,10 +12,13 @@ __all__ = ["FoldBatchNormToConv3D"]
 
 @relax.transform.function_pass(opt_level=0, name="FoldBatchNormToConv3D")
 class FoldBatchNormToConv3D:
-    """Fold ``batch_norm(conv3d(x, W), gamma, beta, mean, var)[0]`` into ``conv3d(x, W') + b``.
+    """Fold ``batch_norm(conv3d(x, W) [+ c], gamma, beta, mean, var)[0]`` into
+    ``conv3d(x, W') + b``.
 
     With ``s = gamma / sqrt(var + eps)``: ``W' = W * s`` per output channel and
-    ``b = beta - mean * s``. The new weight is computed here, as a constant, so that
+    ``b = beta + (c - mean) * s``, where ``c`` is an optional per-channel conv bias (a constant,
+    or ``R.reshape`` of one, as torch's importer writes it; ``c = 0`` without one). The new
+    weight is computed here, as a constant, so that
     :class:`~rt3d_passes.RewriteKGSConv3D` sees it; scaling an output channel keeps every zero
     of a KGS or vanilla pattern exact. 3D CNNs with batch norm (R(2+1)D, S3D) otherwise spend a
     quarter of their time in the normalization.
@@ -30,10 +33,12 @@ class FoldBatchNormToConv3D:
     def __init__(self):
         data, weight = wildcard(), is_const()
         conv = is_op("relax.nn.conv3d")(data, weight)
+        bias = is_const() | is_op("relax.reshape")(is_const(), wildcard())
+        biased = is_op("relax.add")(conv, bias)
         gamma, beta, mean, var = is_const(), is_const(), is_const(), is_const()
-        bn = is_op("relax.nn.batch_norm")(conv, gamma, beta, mean, var)
-        self.parts = dict(data=data, weight=weight, conv=conv, bn=bn, gamma=gamma, beta=beta,
-                          mean=mean, var=var)
+        bn = is_op("relax.nn.batch_norm")(conv | biased, gamma, beta, mean, var)
+        self.parts = dict(data=data, weight=weight, conv=conv, bias=bias, bn=bn, gamma=gamma,
+                          beta=beta, mean=mean, var=var)
         self.pattern = TupleGetItemPattern(bn, 0)
 
     def transform_function(self, func: relax.Function, _mod: IRModule,
@@ -60,8 +65,16 @@ class FoldBatchNormToConv3D:
             g = np.ones_like(g)
         if not b_attrs.center:
             b = np.zeros_like(b)
+        c = np.zeros_like(mu)
+        if p["bias"] in matches:
+            const = matches[p["bias"]]
+            const = const.args[0] if isinstance(const, relax.Call) else const
+            c = const.value.numpy().astype(np.float64)
+            if c.size != mu.size:  # not one value per output channel: leave it alone
+                return expr
+            c = c.reshape(-1)
         scale = g / np.sqrt(v + float(b_attrs.epsilon))
         folded = (w * scale.reshape(-1, 1, 1, 1, 1)).astype(np.float32)
-        bias = (b - mu * scale).astype(np.float32).reshape(1, -1, 1, 1, 1)
+        bias = (b + (c - mu) * scale).astype(np.float32).reshape(1, -1, 1, 1, 1)
         new_conv = relax.Call(conv_call.op, [matches[data], relax.const(folded)], c_attrs)
         return relax.op.add(new_conv, relax.const(bias))

@@ -86,3 +86,21 @@ def test_training_mode_and_parameter_weights_are_left_alone(rng):
     for mod in (_before(w, _stats(rng, 16), training=True),
                 _before(w, _stats(rng, 16), weight_param=True)):
         tvm.ir.assert_structural_equal(rt3d_passes.FoldBatchNormToConv3D()(mod), mod)
+
+
+def test_conv_bias_before_batch_norm_is_folded_too(rng):
+    """torch's Conv3d(bias=True) + BatchNorm3d imports as batch_norm(conv3d + reshape(b))."""
+    net = torch.nn.Sequential(torch.nn.Conv3d(8, 16, 3, padding=1, bias=True),
+                              torch.nn.BatchNorm3d(16), torch.nn.ReLU()).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+        net[1].weight.uniform_(0.5, 2)
+        net[1].bias.uniform_(-1, 1)
+    x = torch.from_numpy(rng.standard_normal(X_SHAPE).astype(np.float32))
+    mod = rt3d_passes.from_torch(net, (x,))
+    assert "R.nn.batch_norm" in mod["main"].script()
+    folded = rt3d_passes.FoldBatchNormToConv3D()(mod)
+    assert "R.nn.batch_norm" not in relax.transform.DeadCodeElimination()(folded).script()
+    with torch.no_grad():
+        assert_close_rel(run_vm(mod, x), net(x).numpy(), 1e-5)
