@@ -29,3 +29,19 @@ def test_summary_table_and_plot(tmp_path):
     assert " 1.00 " in line  # (200 / 80) / 2.5
     assert "failed (exit 1)" in table
     assert zoo.plot_summary(tmp_path / "s.png", summary).exists()
+
+
+def test_op_kinds_compare_rt3d_with_torch():
+    from benchmarks.e2e import rt3d
+
+    rows = [{"op": "kgs_conv3d [conv1]", "kind": "conv3d (RT3D kernel)", "ms": 10.0},
+            {"op": "max_pool3d", "kind": "pooling", "ms": 3.0},
+            {"op": "fused_sigmoid_multiply", "kind": "elementwise/other", "ms": 1.0}]
+    torch_kinds = {"conv3d": 20.0, "pooling": 1.0, "elementwise/other": 1.0, "batch norm": 2.0}
+    kinds = {k["kind"]: k for k in rt3d.compare_kinds(rows, torch_kinds)}
+    assert kinds["conv3d"]["ratio"] == 0.5 and kinds["conv3d"]["within_limit"]
+    assert kinds["pooling"]["ratio"] == 3.0 and not kinds["pooling"]["within_limit"]
+    assert kinds["batch norm"]["rt3d_ms"] == 0.0  # folded into the convolutions
+    assert "> 1.5x PyTorch" in rt3d.format_kinds(list(kinds.values()))
+    assert rt3d.op_kind("aten::max_pool3d_with_indices") == "pooling"
+    assert rt3d.op_kind("aten::mkldnn_convolution") == "conv3d"
