@@ -42,9 +42,11 @@ __all__ = [
 
 def default_rules(target: Target) -> list[dl.ScheduleRule]:
     """Schedule rules for ``target``: RT3D's operators first, then the classifier's GEMV,
-    dlight's generic rules, and a parallel fallback for what is left on CPUs (bias + ReLU,
-    pooling)."""
+    the parallel rule for everything with leading spatial loops (bias + ReLU, pooling, global
+    means), and dlight's reduction rule for what is left on CPUs. The parallel rule comes
+    before dlight's reduction rule: on a squeeze-excitation's global mean (108 channels of
+    4x20x20) dlight's predicated scalar loop took 3.9 ms, the parallel rule's 0.26 ms."""
     if "gpu" in target.keys:
         # RT3D's OpenCL rule; the target's default pipeline schedules the rest
         return [KGSConv3DAdreno()]
-    return [KGSConv3DCPU(), GEMVCPU(), dl.cpu.GEMV(), dl.cpu.Reduction(), ParallelFallbackCPU()]
+    return [KGSConv3DCPU(), GEMVCPU(), dl.cpu.GEMV(), ParallelFallbackCPU(), dl.cpu.Reduction()]
