@@ -109,3 +109,12 @@ def test_seven_wide_maps_vectorize_over_channels(rng):
     func = kgs_conv3d_primfunc((1, 8, 2, 7, 7), S.compact(w, (8, 4)), (1, 1, 1), (1, 1, 1))
     assert vector_axis_default(s_tir.Schedule(func), lanes=8) == "m"
     assert vector_axis_default(s_tir.Schedule(func), lanes=4) == "w"  # NEON: 4 lanes fit
+
+
+def test_depthwise_layers_take_the_channel_tile(rng):
+    from rt3d_passes.transform.analysis import ungroup
+    from schedules.cpu_kgs_conv3d import vector_axis_default
+
+    w = ungroup(rng.standard_normal((8, 1, 3, 3, 3)).astype(np.float32), 8)
+    func = kgs_conv3d_primfunc((1, 8, 4, 16, 16), S.compact(w, (1, 1)), (1, 1, 1), (1, 1, 1))
+    assert vector_axis_default(s_tir.Schedule(func)) == "m"
