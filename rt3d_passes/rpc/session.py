@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,33 @@ def request_session(tracker: Address, key: str, timeout_s: float = 60.0,
             ) from None
         except OSError as err:
             raise ConnectionError(f"RPC tracker {host}:{port} failed: {err}") from err
-    return rpc.connect(url, s_port, matchkey, session_timeout_s)
+    # a server that accepts the connection but never answers (stopped, wedged) would block
+    # rpc.connect forever, holding the GIL: MetaSchedule's worker timeout never fires
+    with _alarm(timeout_s, f"RPC server {url}:{s_port} (key {key!r}) accepted the connection "
+                           f"but did not answer within {timeout_s:g} s"):
+        return rpc.connect(url, s_port, matchkey, session_timeout_s)
+
+
+@contextlib.contextmanager
+def _alarm(seconds: float, message: str) -> Iterator[None]:
+    """Raise ``TimeoutError(message)`` after ``seconds`` of the block, even inside a blocking
+    socket call of TVM's C++ runtime (SIGALRM interrupts it and TVM's retry on EINTR runs
+    Python's signal handlers). Only in the main thread, and only when SIGALRM is unused."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def on_alarm(_signum, _frame):
+        raise TimeoutError(message)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
 def create_runner_session(rpc_config: Any) -> rpc.RPCSession:

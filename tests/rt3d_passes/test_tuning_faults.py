@@ -55,13 +55,6 @@ def _commit(work: Path, workloads: int = 2, records: int = 3) -> None:
                 s_tir.Schedule(mod).trace, workload, [1e-3 * (r + 1)], host_target(), args))
 
 
-def _count(work: Path) -> tuple[int, int]:
-    """(workloads, records) the database holds when opened again."""
-    db = open_database(work, host_target())
-    return len(db.get_all_workloads()) if hasattr(db, "get_all_workloads") else -1, \
-        len(db.get_all_tuning_records())
-
-
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
@@ -238,3 +231,153 @@ def _reap(proc: subprocess.Popen) -> None:
 def _summary(output: str) -> list[dict]:
     line = next(ln for ln in output.splitlines() if ln.startswith("SUMMARY "))
     return json.loads(line.removeprefix("SUMMARY "))
+
+
+def _no_crash(output: str) -> None:
+    assert "Traceback" not in output and "Segfault" not in output, output[-3000:]
+
+
+@pytest.mark.tuning
+def test_interrupted_and_killed_tuning_resumes(tmp_path, rng):
+    """``rt3d tune`` stopped by Ctrl-C (SIGINT to its process group, as a terminal sends it),
+    restarted and SIGKILLed, restarted again: exit 130 with where to resume, every finished
+    record kept, the database opens, the last run only tunes what is missing, and the
+    model compiled with the database equals PyTorch."""
+    import tvm
+    from tvm import relax
+
+    from tests.conftest import assert_close_rel
+
+    work = tmp_path / "db"
+    net = TwoConv().eval()
+    program = tmp_path / "two.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 8, 4, 8, 8),)), program)
+    # 1. Ctrl-C once the first task's default schedule is measured
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rt3d_passes.cli", "tune", str(program), "--work-dir", str(work),
+         "--trials", "3"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    try:
+        _wait_for_records(work, 1, proc)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        output = proc.communicate(timeout=180)[0]
+        stopped_after = time.monotonic() - sent
+    finally:
+        _reap(proc)
+    assert proc.returncode == 130, output[-3000:]
+    _no_crash(output)
+    assert f"rt3d tune: interrupted; the records measured so far are in {work}" in output
+    first = _lines(work / RECORDS)
+    measured = _measured(work)
+    assert measured >= 1
+    # 2. restart, SIGKILL (group) once it has measured more
+    proc = _start_child(work, 3)
+    try:
+        _wait_for_records(work, measured + 1, proc)
+    finally:
+        _reap(proc)
+    assert proc.returncode == -signal.SIGKILL
+    with warnings.catch_warnings(record=True):  # a cut last line is repaired, with a warning
+        warnings.simplefilter("always")
+        open_database(work, host_target(2))
+    second = _lines(work / RECORDS)
+    assert second[: len(first)] == first, "records of the interrupted run were lost"
+    measured = _measured(work)
+    # 3. restart to the end: only what is missing is tuned
+    proc = _start_child(work, 3)
+    try:
+        output = proc.communicate(timeout=600)[0]
+    finally:
+        _reap(proc)
+    assert proc.returncode == 0, output[-3000:]
+    _no_crash(output)
+    summary = _summary(output)
+    assert _lines(work / RECORDS)[: len(second)] == second
+    assert summary[0]["trials_run"] < 3  # task 1 resumed, not started over
+    assert all(row["records"] >= 1 for row in summary)
+    assert _measured(work) >= measured
+    print(f"SIGINT honoured after {stopped_after:.1f} s; final summary {summary}")
+    # 4. the database compiles and the result is right
+    target = host_target(2)
+    mod = tiny_module()
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
+        "rt3d", target=target, database=str(work)))
+    x = rng.standard_normal((1, 8, 4, 8, 8)).astype(np.float32)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    with torch.no_grad():
+        assert_close_rel(out, net(torch.from_numpy(x)).numpy(), 1e-5)
+
+
+def _hooked_make_runner(monkeypatch, hooks: dict):
+    """Patch tune_model's runner factory: ``hooks[n]()`` runs before the ``n``-th batch (from
+    1, counted over all tasks) reaches the real runner. tune_model measures a task's default
+    schedule as one batch, then MetaSchedule's batches follow, each joined before the next."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+
+    import rt3d_passes.tuning.tune as tune_module
+
+    batches = [0]
+    real = tune_module.make_runner
+
+    @derived_object
+    class _HookedRunner(PyRunner):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def run(self, runner_inputs):
+            batches[0] += 1
+            if batches[0] in hooks:
+                hooks[batches[0]]()
+            return self.inner.run(runner_inputs)
+
+    monkeypatch.setattr(tune_module, "make_runner",
+                        lambda offsets, rpc=None: _HookedRunner(real(offsets, rpc)))
+    return batches
+
+
+@pytest.mark.tuning
+@pytest.mark.parametrize("fault", ["tracker_gone", "server_hangs"])
+def test_tuning_over_rpc_survives(tmp_path, monkeypatch, fault):
+    """After the first measurement the tracker is killed, or the only server stops answering
+    (SIGSTOP: every measurement then times out). The remaining measurements fail within the
+    5 s timeout each, tuning ends without hanging, and the record measured before stays."""
+    from rt3d_passes import rpc
+    from rt3d_passes.tuning import tune_model
+
+    key = f"host-{fault}"
+    timeout_s = 5
+    with rpc.start_tracker() as tracker, rpc.start_server(key, tracker.url) as server:
+        rpc.wait_for_server(*tracker.address, key, timeout_s=120, process=server)
+        when = []
+
+        def fault_now() -> None:
+            if fault == "tracker_gone":
+                tracker.kill()
+            else:
+                os.killpg(server.pid, signal.SIGSTOP)
+            when.append(time.monotonic())
+
+        batches = _hooked_make_runner(monkeypatch, {2: fault_now})
+        try:
+            summary = tune_model(tiny_module(), host_target(2), tmp_path, trials_per_task=3,
+                                 rpc=rpc.RPCSettings(tracker.url, key, timeout_s),
+                                 num_trials_per_iter=2, progress=False)
+        finally:
+            if fault == "server_hangs":
+                os.killpg(server.pid, signal.SIGCONT)
+        after_fault = time.monotonic() - when[0]
+    # task 1: its default measured before the fault; every later measurement failed
+    assert [row["records"] for row in summary] == [1, 0], summary
+    assert _measured(tmp_path) == 1
+    failed = sum(1 for line in _lines(tmp_path / RECORDS)) - 1
+    print(f"{fault}: {batches[0]} batches, {failed} failed measurements, tuning ended "
+          f"{after_fault:.0f} s after the fault")
+    # each failed measurement costs at most the timeout (plus process start-up): no hang
+    assert after_fault < 60 + failed * (timeout_s + 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        db = open_database(tmp_path, host_target(2))
+    assert len(db.get_all_tuning_records()) >= 1
