@@ -109,6 +109,8 @@ def cpu_config(target: Target | None = None) -> CPUConfig:
 #: layers (schedule_bench) it wins for every pruned layer, even with weights of a few MB
 #: streaming from L3, and ties on dense layers until their weights far exceed the caches.
 ROWS_OUTER_WEIGHT_BYTES = 4 * 1024 * 1024
+#: Vector registers one accumulator row along W may take (see :func:`register_tile`).
+MAX_W_REGISTERS = 2
 
 
 def rows_outer_default(sch: s_tir.Schedule) -> bool:
@@ -158,7 +160,15 @@ def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,
         r_h = largest_divisor(oh, max(1, max_registers // (per_position * r_w)))
         return r_w, r_h
     regs_per_row = max(1, max_registers // gm)  # registers per accumulator row of R
-    r_w = largest_divisor(ow, lanes * regs_per_row)
+    # At most two registers along W: LLVM legalizes longer W vectors (20, 28, 40 positions,
+    # X3D's 80/40/20-wide and C3D's 28-wide maps) lane by lane through the stack, 5-20x
+    # slower (measured); rows along H and D fill the rest of the register budget. Whole
+    # registers are preferred unless they lose more than a quarter of the tile (40 -> 8, not
+    # 10; 56 stays 14).
+    cap = lanes * min(regs_per_row, MAX_W_REGISTERS)
+    best = largest_divisor(ow, cap)
+    whole = [r for r in range(lanes, cap + 1, lanes) if ow % r == 0]
+    r_w = max(whole) if whole and max(whole) >= 0.75 * best else best
     used = gm * -(-r_w // lanes)
     r_h = largest_divisor(oh, max(1, max_registers // used))
     return r_w, r_h
@@ -230,7 +240,8 @@ def schedule_kgs_conv3d_cpu(
     per_row = (fixed_tile[0] * -(-gm // lanes) if vector_axis == "m"
                else gm * -(-fixed_tile[0] // lanes))
     fixed_d = depth_rows(od, max_registers // (per_row * fixed_tile[1]))
-    max_w = max_registers if vector_axis == "m" else lanes * max(1, max_registers // gm)
+    max_w = max_registers if vector_axis == "m" else lanes * max(
+        1, min(max_registers // gm, MAX_W_REGISTERS))
     r_w = tile(sch, w, max_w, fixed_tile[0] if fixed else None)
     r_h = tile(sch, h, max(1, max_registers // 4), fixed_tile[1] if fixed else None)
     r_d = tile(sch, d, max(1, max_registers // 4), fixed_d if fixed else None)

@@ -118,3 +118,14 @@ def test_depthwise_layers_take_the_channel_tile(rng):
     w = ungroup(rng.standard_normal((8, 1, 3, 3, 3)).astype(np.float32), 8)
     func = kgs_conv3d_primfunc((1, 8, 4, 16, 16), S.compact(w, (1, 1)), (1, 1, 1), (1, 1, 1))
     assert vector_axis_default(s_tir.Schedule(func)) == "m"
+
+
+def test_w_tile_is_at_most_two_registers():
+    """Longer W vectors (20, 28, 40 positions) were legalized lane by lane: 5-20x slower."""
+    from schedules.cpu_kgs_conv3d import register_tile
+
+    for ow in (112, 80, 56, 40, 28, 20, 14, 10):
+        r_w, _ = register_tile(ow, 8, 8, 8, 24, "w")
+        assert r_w <= 16 and ow % r_w == 0
+    assert register_tile(80, 8, 8, 8, 24, "w")[0] == 16
+    assert register_tile(40, 8, 8, 8, 24, "w") == (8, 2)  # whole registers, two rows
