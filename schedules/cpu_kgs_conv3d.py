@@ -130,17 +130,12 @@ def w_is_contiguous(sch: s_tir.Schedule) -> bool:
 
 def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:
     """``"w"`` when the input is read with unit stride along W and a W vector is full, else
-    ``"m"`` (also for depthwise layers, ``g_m = 1``): on 7x7 maps (C3D's conv5, R(2+1)D's
+    ``"m"``: on 7x7 maps (C3D's conv5, R(2+1)D's
     layer4) a 7-lane W vector wastes a lane and splits into several instructions; vectors over
     8 channels ran 1.3x faster there."""
     if not w_is_contiguous(sch):
         return "m"
     gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))
-    if gm == 1:
-        # depthwise / channel-wise layers (one output channel per group): measured 2.4-3.3x
-        # faster with the channel tile than with W vectors (X3D's 54-channel 3x3x3 layers);
-        # why the W tile is that slow with g_m = 1 is not understood yet
-        return "m"
     ow = int(sch.get(sch.get_loops(sch.get_sblock(KGS_CONV3D_BLOCK))[4]).extent)
     return "m" if ow < lanes <= gm else "w"
 

@@ -111,15 +111,6 @@ def test_seven_wide_maps_vectorize_over_channels(rng):
     assert vector_axis_default(s_tir.Schedule(func), lanes=4) == "w"  # NEON: 4 lanes fit
 
 
-def test_depthwise_layers_take_the_channel_tile(rng):
-    from rt3d_passes.transform.analysis import ungroup
-    from schedules.cpu_kgs_conv3d import vector_axis_default
-
-    w = ungroup(rng.standard_normal((8, 1, 3, 3, 3)).astype(np.float32), 8)
-    func = kgs_conv3d_primfunc((1, 8, 4, 16, 16), S.compact(w, (1, 1)), (1, 1, 1), (1, 1, 1))
-    assert vector_axis_default(s_tir.Schedule(func)) == "m"
-
-
 def test_w_tile_is_at_most_two_registers():
     """Longer W vectors (20, 28, 40 positions) were legalized lane by lane: 5-20x slower."""
     from schedules.cpu_kgs_conv3d import register_tile
