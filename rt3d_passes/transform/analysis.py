@@ -62,9 +62,13 @@ class Conv3DReport:
     """Layer MACs the KGS operator executes (kept + padding of shorter groups)."""
     sparse: bool = False
     """Rewritten as a structured sparse layer (its pruned columns skipped)."""
+    groups: int = 1
+    """The conv's groups (> 1: grouped or depthwise; the sparsity is of its block diagonal)."""
 
     @property
     def scheme(self) -> str:
+        if self.groups > 1 and not self.sparse and self.sparsity:
+            return "grouped"  # its block diagonal reads as vanilla; the layer is not pruned
         return self.sparsity.scheme if self.sparsity else "-"
 
     @property
@@ -159,6 +163,7 @@ def analyze_conv3d(
         strides=tuple(int(v) for v in a.strides),
         padding=tuple(int(v) for v in a.padding),
         dilation=tuple(int(v) for v in a.dilation),
+        groups=int(a.groups),
     )
 
     def dense(reason: str, info: SparsityInfo | None = None, macs=(0, 0, 0)) -> Conv3DReport:

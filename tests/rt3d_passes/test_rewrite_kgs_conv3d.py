@@ -199,7 +199,7 @@ def test_grouped_conv3d_runs_on_rt3d_operator(rng, channels, groups, out_channel
     mod = _before([w], x_shape=x_shape, groups=groups)
     (report,) = rt3d_passes.inspect(mod)
     assert report.rewrite and report.kernel == "rt3d dense", report.reason
-    assert f"groups={groups}" in report.reason
+    assert f"groups={groups}" in report.reason and report.scheme == "grouped"
     assert report.dense_macs == report.kept_macs == w.size * 4 * 8 * 8  # the grouped MACs
     assert not rt3d_passes.inspect(mod, include_dense=False)[0].rewrite
     x = rng.standard_normal(x_shape).astype(np.float32)
