@@ -21,7 +21,9 @@ __all__ = ["ParallelFallbackCPU"]
 
 class ParallelFallbackCPU(CPUScheduleRule):
     """dlight rule for CPU targets; None on GPUs, for RT3D's own operator, for functions that
-    are not in dlight's normal form, and when no block has a leading spatial loop."""
+    are not in dlight's normal form, for reductions with symbolic extents (dlight's reduction
+    rule handles those; fusing them here fails to lower), and when no block has a leading
+    spatial loop."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
@@ -31,6 +33,10 @@ class ParallelFallbackCPU(CPUScheduleRule):
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
         if not infos:
+            return None
+        iters = [it for info in infos for it in info.iters]
+        if any(it.kind == "R" for it in iters) and \
+                not all(isinstance(it.dom, int) for it in iters):
             return None
         scheduled = False
         for info in infos:

@@ -91,11 +91,7 @@ class _TwoConv(torch.nn.Module):
 
 @pytest.mark.parametrize("axis, name, shapes", [
     (0, "batch", [(1, 8, 4, 8, 8), (3, 8, 4, 8, 8)]),
-    pytest.param(2, "frames", [(2, 8, 4, 8, 8), (2, 8, 6, 8, 8)], marks=pytest.mark.xfail(
-        strict=True, raises=tvm.error.InternalError,
-        reason="a symbolic frame count reaches the CPU parallel rule (schedules/, order of "
-               "default_rules since 56a7b39) whose split of the padded input's fused loop "
-               "fails TVM's CanProveDivisible; it compiled and matched PyTorch before")),
+    pytest.param(2, "frames", [(2, 8, 4, 8, 8), (2, 8, 6, 8, 8)]),
 ])
 def test_dynamic_shapes_are_left_dense_and_correct(rng, axis, name, shapes):
     """torch.export with a symbolic batch or frame count: every conv3d is reported as
