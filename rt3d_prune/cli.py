@@ -12,10 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["register"]
+__all__ = ["parse_group", "register"]
 
 
-def _group(text: str) -> tuple[int, int]:
+def parse_group(text: str) -> tuple[int, int]:
+    """``--group`` values like ``8x4`` (also the ``rt3d`` compiler commands' parser)."""
     try:
         gm, gn = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -45,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", required=True, help="per-layer rates, e.g. c3d-3.6x")
     p.add_argument("--scheme", default="kgs",
                    choices=("kgs", "vanilla", "filter", "unstructured"))
-    p.add_argument("--group", type=_group, default=(8, 4), help="kernel group, default 8x4")
+    p.add_argument("--group", type=parse_group, default=(8, 4), help="kernel group, default 8x4")
     p.add_argument("--layer-wide", action="store_true",
                    help="KGS: rank units over the whole layer instead of per output group")
     p.add_argument("--method", default="reweighted",

@@ -12,15 +12,9 @@ import json
 import sys
 from collections.abc import Sequence
 
+from rt3d_prune.cli import parse_group  # one parser for both halves (stdlib-only module)
+
 __all__ = ["build_parser", "main"]
-
-
-def _group(text: str) -> tuple[int, int]:
-    try:
-        gm, gn = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"group must look like 8x4, got {text!r}") from None
-    return gm, gn
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -162,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "(.pt2)")
     p.add_argument("--model", help="zoo model of a plain state dict")
     p.add_argument("--input-shape", type=_shape, help="N,C,D,H,W (default: the model's)")
-    p.add_argument("--group", type=_group, help="kernel group, e.g. 8x4 (default: detect)")
+    p.add_argument("--group", type=parse_group, help="kernel group, e.g. 8x4 (default: detect)")
     p.add_argument("--min-mac-reduction", type=float, default=1.2)
     p.add_argument("--sparse-only", action="store_true",
                    help="report what a rewrite of the pruned layers only would do (the pipeline "
@@ -174,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="c3d_small")
     p.add_argument("--preset", help="pruning preset (default: the model's paper preset)")
     p.add_argument("--scheme", default="kgs", choices=["kgs", "vanilla"])
-    p.add_argument("--group", type=_group, default=(8, 4))
+    p.add_argument("--group", type=parse_group, default=(8, 4))
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="results/demo", help="directory for JSON results")
