@@ -280,8 +280,10 @@ def run_children(args, argv: list[str]) -> dict[str, Any]:
     """One child process per thread count (fresh TVM pool, libgomp loaded after the
     environment is set); merge their payloads."""
     payload: dict[str, Any] = {}
-    base = [a for a in _strip_option(argv, "--threads") if a not in ("--no-plot", "--child")]
-    base = _strip_option(base, "--out")
+    from benchmarks.e2e.argv import strip_option
+
+    base = [a for a in strip_option(argv, "--threads") if a not in ("--no-plot", "--child")]
+    base = strip_option(base, "--out")
     with tempfile.TemporaryDirectory(prefix="rt3d_e2e_children_") as tmp:
         for threads in args.thread_list:
             out = Path(tmp) / f"t{threads}.json"
@@ -296,19 +298,6 @@ def run_children(args, argv: list[str]) -> dict[str, Any]:
             results = payload.get("results", []) + child["results"]
             payload = {**payload, **child, "results": results}
     return payload
-
-
-def _strip_option(argv: list[str], option: str) -> list[str]:
-    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == option:
-            skip = True
-        elif not arg.startswith(option + "="):
-            out.append(arg)
-    return out
 
 
 def write_outputs(args, payload: dict[str, Any]) -> None:

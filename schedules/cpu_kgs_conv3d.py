@@ -130,9 +130,8 @@ def w_is_contiguous(sch: s_tir.Schedule) -> bool:
 
 def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:
     """``"w"`` when the input is read with unit stride along W and a W vector is full, else
-    ``"m"``: on 7x7 maps (C3D's conv5, R(2+1)D's
-    layer4) a 7-lane W vector wastes a lane and splits into several instructions; vectors over
-    8 channels ran 1.3x faster there."""
+    ``"m"``: on 7x7 maps (C3D's conv5, R(2+1)D's layer4) a 7-lane W vector wastes a lane and
+    splits into several instructions; vectors over 8 channels ran 1.3x faster there."""
     if not w_is_contiguous(sch):
         return "m"
     gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))

@@ -32,9 +32,9 @@ def model_list(spec: str) -> list[str] | None:
 def run_models(script: Path, argv: list[str], models: list[str], out_dir: Path) -> dict:
     """Run ``script`` once per model (each writes its own JSON and plot into ``out_dir``) and
     gather the summary; a model whose run fails is reported, not fatal."""
-    from benchmarks.e2e_bench import _strip_option  # the script's own option helper
+    from benchmarks.e2e.argv import strip_option
 
-    base = _strip_option(_strip_option(argv, "--model"), "--out")
+    base = strip_option(strip_option(argv, "--model"), "--out")
     summary: dict[str, Any] = {"benchmark": "e2e_bench --model all", "models": {}}
     for name in models:
         out = out_dir / f"e2e_{name}.json"

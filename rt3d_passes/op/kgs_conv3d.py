@@ -21,7 +21,9 @@ index load per column, shared by all ``g_m`` output channels and all output posi
 tile, is the whole cost of the sparsity.
 
 Padding is materialized once into a flat buffer (``xpad``) so that every gather is in
-bounds and branch-free; the padding slots of short groups read offset 0 with weight 0.
+bounds and branch-free; a conv without padding reads a flat view of its input instead
+(``x`` given as ``[N, C*D*H*W]``, see :func:`reads_flat_input`). The padding slots of short
+groups read offset 0 with weight 0.
 """
 
 from __future__ import annotations
