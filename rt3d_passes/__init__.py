@@ -18,6 +18,8 @@ from .frontend import from_exported as from_exported
 from .frontend import from_torch as from_torch
 from .op import kgs_conv3d_primfunc as kgs_conv3d_primfunc
 from .op import kgs_conv3d_te as kgs_conv3d_te
+from .op import winograd_conv3d_primfunc as winograd_conv3d_primfunc
+from .op import winograd_conv3d_te as winograd_conv3d_te
 from .pipeline import rt3d_pipeline as rt3d_pipeline
 from .target import get_target as get_target
 from .target import host_target as host_target
@@ -27,5 +29,7 @@ from .transform import FoldBatchNormToConv3D as FoldBatchNormToConv3D
 from .transform import FuseKGSConv3DEpilogue as FuseKGSConv3DEpilogue
 from .transform import RewriteKGSConv3D as RewriteKGSConv3D
 from .transform import RewriteOptions as RewriteOptions
+from .transform import RewriteWinogradConv3D as RewriteWinogradConv3D
+from .transform import SelectConv3DAlgorithm as SelectConv3DAlgorithm
 from .transform import format_reports as format_reports
 from .transform import inspect as inspect

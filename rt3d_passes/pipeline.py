@@ -36,6 +36,8 @@ def rt3d_pipeline(
     min_mac_reduction: float | None = None,
     group: Sequence[int] | None = None,
     include_dense: bool | None = None,
+    winograd: bool | None = None,
+    algorithms=None,
     database=None,
     fuse_epilogue: bool = True,
 ) -> tvm.transform.Pass:
@@ -49,8 +51,9 @@ def rt3d_pipeline(
     options : RewriteOptions, optional
         Which conv3d layers become RT3D operators (default: its defaults, which compile
         unpruned layers with RT3D's dense kernel too).
-    min_mac_reduction, group, include_dense :
-        Replace the field of the same name of ``options`` when given.
+    min_mac_reduction, group, include_dense, winograd, algorithms :
+        Replace the field of the same name of ``options`` when given (``winograd=False``:
+        no layer runs as Winograd; ``algorithms``: force a layer's algorithm by name).
     database : meta_schedule.Database or path, optional
         Tuning records (``rt3d tune``); a path is opened with
         :func:`rt3d_passes.tuning.open_database`, which refuses a database of another target.
@@ -59,7 +62,8 @@ def rt3d_pipeline(
         (:class:`~rt3d_passes.FuseKGSConv3DEpilogue`).
     """
     opts = RewriteOptions.of(options, min_mac_reduction=min_mac_reduction, group=group,
-                             include_dense=include_dense)
+                             include_dense=include_dense, winograd=winograd,
+                             algorithms=algorithms)
     fixed_target = None if target is None else (
         target if isinstance(target, Target) else Target(target))
     # resolved once, here, when the target is known: a wrong database fails before compiling
@@ -72,8 +76,8 @@ def rt3d_pipeline(
         rules = schedules.default_rules(tgt)
         if "gpu" in tgt.keys:
             phases = [
-                # Phase 1: RT3D graph rewrite
-                rt3d_rewrite(opts, fuse_epilogue),
+                # Phase 1: RT3D graph rewrite (direct kernel only: Winograd has no GPU schedule)
+                rt3d_rewrite(_direct_only(opts, tgt), fuse_epilogue),
                 # Phase 2: RT3D's schedules: tuned ones from the database, then the untuned
                 # defaults (both mark tirx.is_scheduled, so later passes leave them alone)
                 apply_database(db),
@@ -105,6 +109,17 @@ def rt3d_pipeline(
             return tvm.transform.Sequential(phases, name="RT3DPipeline")(mod)
 
     return _pipeline
+
+
+def _direct_only(options: RewriteOptions, target: Target) -> RewriteOptions:
+    """``options`` without Winograd, for targets that have no Winograd schedule; a Winograd
+    forced on such a target is an error naming the layers."""
+    forced = sorted(k for k, v in options.algorithms if v != "direct")
+    if forced:
+        raise ValueError(f"Winograd forced for {', '.join(forced)}, but target "
+                         f"{target.kind.name} ({', '.join(target.keys)}) has no Winograd "
+                         "schedule (CPU targets only)")
+    return RewriteOptions.of(options, winograd=False)
 
 
 def _database(database, target: Target):

@@ -23,6 +23,11 @@ from .cpu_kgs_conv3d import (
     schedule_kgs_conv3d_cpu,
 )
 from .cpu_parallel_fallback import ParallelFallbackCPU
+from .cpu_winograd_conv3d import (
+    WinogradConv3DCPU,
+    schedule_winograd_conv3d_cpu,
+    schedule_winograd_cpu,
+)
 
 __all__ = [
     "GEMVCPU",
@@ -30,6 +35,7 @@ __all__ = [
     "KGSConv3DAdreno",
     "KGSConv3DCPU",
     "ParallelFallbackCPU",
+    "WinogradConv3DCPU",
     "adreno_space",
     "cpu_config",
     "default_rules",
@@ -37,16 +43,20 @@ __all__ = [
     "schedule_cpu",
     "schedule_kgs_conv3d_adreno",
     "schedule_kgs_conv3d_cpu",
+    "schedule_winograd_conv3d_cpu",
+    "schedule_winograd_cpu",
 ]
 
 
 def default_rules(target: Target) -> list[dl.ScheduleRule]:
-    """Schedule rules for ``target``: RT3D's operators first, then the classifier's GEMV,
-    the parallel rule for everything with leading spatial loops (bias + ReLU, pooling, global
-    means), and dlight's reduction rule for what is left on CPUs. The parallel rule comes
-    before dlight's reduction rule: on a squeeze-excitation's global mean (108 channels of
-    4x20x20) dlight's predicated scalar loop took 3.9 ms, the parallel rule's 0.26 ms."""
+    """Schedule rules for ``target``: RT3D's operators first (direct and Winograd conv3d),
+    then the classifier's GEMV, the parallel rule for everything with leading spatial loops
+    (bias + ReLU, pooling, global means), and dlight's reduction rule for what is left on
+    CPUs. The parallel rule comes before dlight's reduction rule: on a squeeze-excitation's
+    global mean (108 channels of 4x20x20) dlight's predicated scalar loop took 3.9 ms, the
+    parallel rule's 0.26 ms."""
     if "gpu" in target.keys:
         # RT3D's OpenCL rule; the target's default pipeline schedules the rest
         return [KGSConv3DAdreno()]
-    return [KGSConv3DCPU(), GEMVCPU(), dl.cpu.GEMV(), ParallelFallbackCPU(), dl.cpu.Reduction()]
+    return [KGSConv3DCPU(), WinogradConv3DCPU(), GEMVCPU(), dl.cpu.GEMV(),
+            ParallelFallbackCPU(), dl.cpu.Reduction()]

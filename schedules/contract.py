@@ -21,8 +21,19 @@ __all__ = [
     "KGS_SCHEDULE_RULE",
     "KGS_STRIDES_ATTR",
     "NO_SCHEDULE_RULE",
+    "WINOGRAD_BGEMM_BLOCK",
+    "WINOGRAD_CONV3D_ATTR",
+    "WINOGRAD_EPILOGUE_BLOCK",
+    "WINOGRAD_GROUP_ATTR",
+    "WINOGRAD_INVERSE_BLOCK",
+    "WINOGRAD_PACK_BLOCK",
+    "WINOGRAD_PAD_BLOCK",
+    "WINOGRAD_SCHEDULE_RULE",
+    "WINOGRAD_SHAPE_ATTR",
     "func_attr",
     "is_kgs_conv3d",
+    "is_rt3d_conv3d",
+    "is_winograd_conv3d",
 ]
 
 #: PrimFunc attribute marking the KGS conv3d operator; its value is the group size g_m.
@@ -52,6 +63,23 @@ KGS_SCHEDULE_RULE = "rt3d.kgs_conv3d"
 #: to the operator's own rule.
 NO_SCHEDULE_RULE = "None"
 
+#: PrimFunc attribute marking the Winograd conv3d operator; its value is the tile size m of
+#: F(m x m, 3 x 3).
+WINOGRAD_CONV3D_ATTR = "rt3d.winograd_conv3d"
+#: PrimFunc attribute: output channels per group of the transformed weights (g_m).
+WINOGRAD_GROUP_ATTR = "rt3d.winograd_group"
+#: PrimFunc attribute: ``(Dp, Hp, Wp, nH, nW)``, the tiled padded input and the tile grid.
+WINOGRAD_SHAPE_ATTR = "rt3d.winograd_shape"
+#: Blocks of the Winograd operator: padded input, input transform, transformed-domain GEMM,
+#: output transform, fused epilogue.
+WINOGRAD_PAD_BLOCK = "winograd_pad"
+WINOGRAD_PACK_BLOCK = "winograd_pack"
+WINOGRAD_BGEMM_BLOCK = "winograd_bgemm"
+WINOGRAD_INVERSE_BLOCK = "winograd_inverse"
+WINOGRAD_EPILOGUE_BLOCK = "winograd_epilogue"
+#: The GEMM block's ``schedule_rule`` (MetaSchedule custom rule of the whole operator).
+WINOGRAD_SCHEDULE_RULE = "rt3d.winograd_conv3d"
+
 
 def is_kgs_conv3d(func: object) -> bool:
     """True for a PrimFunc made by RT3D's KGS conv3d operator (with or without epilogue)."""
@@ -66,3 +94,14 @@ def func_attr(mod_or_func, key: str):
         return mod_or_func.attrs[key]
     funcs = [f for f in mod_or_func.functions.values() if isinstance(f, tirx.PrimFunc)]
     return funcs[0].attrs[key] if len(funcs) == 1 else mod_or_func["main"].attrs[key]
+
+
+def is_winograd_conv3d(func: object) -> bool:
+    """True for a PrimFunc made by RT3D's Winograd conv3d operator."""
+    return (isinstance(func, tirx.PrimFunc) and bool(func.attrs)
+            and WINOGRAD_CONV3D_ATTR in func.attrs)
+
+
+def is_rt3d_conv3d(func: object) -> bool:
+    """True for either of RT3D's conv3d operators (direct KGS or Winograd)."""
+    return is_kgs_conv3d(func) or is_winograd_conv3d(func)

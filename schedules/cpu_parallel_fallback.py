@@ -14,7 +14,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 
-from .contract import is_kgs_conv3d
+from .contract import is_rt3d_conv3d
 
 __all__ = ["ParallelFallbackCPU"]
 
@@ -28,7 +28,7 @@ class ParallelFallbackCPU(CPUScheduleRule):
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
             return None
-        if is_kgs_conv3d(func):
+        if is_rt3d_conv3d(func):
             return None
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)

@@ -1,16 +1,15 @@
 """MetaSchedule design spaces of RT3D's schedules, and their registration as custom rules.
 
 Importing this module registers, for every target key RT3D schedules, the global function
-``s_tir.meta_schedule.<key>.rt3d.kgs_conv3d`` that MetaSchedule's ``ApplyCustomRule`` (the
-first rule of every default rule set) calls for blocks annotated
-``schedule_rule="rt3d.kgs_conv3d"``; so a user's own ``tune_relax`` with default spaces tunes
-RT3D's operator with RT3D's knobs. ``design_space(target)`` is the same space as a
-``ScheduleFn``, which is what ``rt3d tune`` uses (no other rules needed).
+``s_tir.meta_schedule.<key>.rt3d.kgs_conv3d`` (and ``...rt3d.winograd_conv3d`` on CPUs)
+that MetaSchedule's ``ApplyCustomRule`` (the first rule of every default rule set) calls
+for blocks annotated ``schedule_rule="rt3d.kgs_conv3d"``; so a user's own ``tune_relax``
+with default spaces tunes RT3D's operators with RT3D's knobs. ``design_space(target)`` is the
+same space as a ``ScheduleFn``, which is what ``rt3d tune`` uses (no other rules needed).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import tvm
@@ -19,7 +18,12 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from .adreno_kgs_conv3d import adreno_space, schedule_kgs_conv3d_adreno
-from .contract import KGS_SCHEDULE_RULE
+from .contract import (
+    KGS_SCHEDULE_RULE,
+    WINOGRAD_CONV3D_ATTR,
+    WINOGRAD_SCHEDULE_RULE,
+    func_attr,
+)
 from .cpu_kgs_conv3d import (
     NEON,
     CPUConfig,
@@ -28,6 +32,7 @@ from .cpu_kgs_conv3d import (
     schedule_kgs_conv3d_cpu,
     w_is_contiguous,
 )
+from .cpu_winograd_conv3d import schedule_winograd_conv3d_cpu, schedule_winograd_cpu
 
 __all__ = ["cpu_space", "design_space", "schedule_for", "space_postprocs"]
 
@@ -36,7 +41,22 @@ def schedule_for(target: Target) -> Callable[[s_tir.Schedule, bool], s_tir.Sched
     """The schedule function of ``target``: ``fn(sch, fixed) -> sch``."""
     if "gpu" in target.keys:
         return lambda sch, fixed: schedule_kgs_conv3d_adreno(sch, fixed=fixed)
-    return functools.partial(schedule_cpu, target=target)
+
+    def _cpu(sch: s_tir.Schedule, fixed: bool) -> s_tir.Schedule:
+        if _is_winograd(sch):
+            return schedule_winograd_cpu(sch, fixed, target=target)
+        return schedule_cpu(sch, fixed, target=target)
+
+    return _cpu
+
+
+def _is_winograd(sch: s_tir.Schedule) -> bool:
+    """Whether the scheduled function is the Winograd operator (its own rule and space)."""
+    try:
+        func_attr(sch.mod, WINOGRAD_CONV3D_ATTR)
+    except (KeyError, TypeError):
+        return False
+    return True
 
 
 def space_postprocs(target: Target) -> list:
@@ -78,8 +98,11 @@ def cpu_space(target: Target | None = None, config: CPUConfig | None = None):
     register budget is ``config``'s, else ``target``'s, else the current target's."""
 
     def _apply(sch: s_tir.Schedule, _block) -> list[s_tir.Schedule]:
-        axes = ("w", "m") if w_is_contiguous(sch) else ("m",)
         cfg = config or cpu_config(target)
+        if _is_winograd(sch):
+            return [schedule_winograd_conv3d_cpu(sch.copy(), False, lanes=cfg.lanes,
+                                                 max_registers=cfg.max_registers)]
+        axes = ("w", "m") if w_is_contiguous(sch) else ("m",)
         return [schedule_kgs_conv3d_cpu(sch.copy(), False, lanes=cfg.lanes,
                                         max_registers=cfg.max_registers,
                                         rows_outer=order, vector_axis=axis)
@@ -93,6 +116,10 @@ def _register() -> None:
     for key, rule in (("cpu", cpu_space()), ("arm_cpu", cpu_space(config=NEON)),
                       ("adreno", adreno_space), ("gpu", adreno_space)):
         tvm.register_global_func(f"s_tir.meta_schedule.{key}.{KGS_SCHEDULE_RULE}", rule,
+                                 override=True)
+    # the Winograd operator's rule (CPU only: it has no GPU schedule)
+    for key, rule in (("cpu", cpu_space()), ("arm_cpu", cpu_space(config=NEON))):
+        tvm.register_global_func(f"s_tir.meta_schedule.{key}.{WINOGRAD_SCHEDULE_RULE}", rule,
                                  override=True)
 
 

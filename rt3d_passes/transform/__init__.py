@@ -2,8 +2,10 @@
 
 * :class:`FoldBatchNormToConv3D` -- inference batch norm into the conv3d weights;
 * :class:`RewriteKGSConv3D` -- pruned (and, by default, dense) conv3d to RT3D's operator;
-* :class:`FuseKGSConv3DEpilogue` -- bias, residual add and ReLU into the operator;
-* :func:`rt3d_rewrite` -- the three in the ``rt3d`` pipeline's order;
+* :class:`RewriteWinogradConv3D` -- the layers the cost model gives to Winograd;
+* :class:`SelectConv3DAlgorithm` -- both rewrites: Winograd where chosen, direct elsewhere;
+* :class:`FuseKGSConv3DEpilogue` -- bias, residual add and ReLU into either operator;
+* :func:`rt3d_rewrite` -- fold, select and fuse in the ``rt3d`` pipeline's order;
 * :func:`inspect` / :func:`format_reports` -- what the rewrite does to each layer, and why.
 """
 
@@ -13,6 +15,8 @@ from .fuse_kgs_conv3d_epilogue import FuseKGSConv3DEpilogue
 from .options import RewriteOptions
 from .rewrite import rt3d_rewrite
 from .rewrite_kgs_conv3d import RewriteKGSConv3D
+from .rewrite_winograd_conv3d import RewriteWinogradConv3D
+from .select_conv3d_algorithm import SelectConv3DAlgorithm
 
 __all__ = [
     "Conv3DReport",
@@ -20,6 +24,8 @@ __all__ = [
     "FuseKGSConv3DEpilogue",
     "RewriteKGSConv3D",
     "RewriteOptions",
+    "RewriteWinogradConv3D",
+    "SelectConv3DAlgorithm",
     "format_reports",
     "inspect",
     "rt3d_rewrite",

@@ -16,6 +16,7 @@ from tvm import IRModule, relax
 
 from ..op.kgs_conv3d import Conv3DGeometry
 from ..sparsity import SparsityFormatError, SparsityInfo, classify
+from .algorithm import choose_algorithm
 from .options import RewriteOptions
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Conv3DReport",
     "analyze_conv3d",
     "analyze_function",
+    "check_forced_layers",
     "conv3d_weight",
     "format_reports",
     "grouped_unit",
@@ -64,6 +66,15 @@ class Conv3DReport:
     """Rewritten as a structured sparse layer (its pruned columns skipped)."""
     groups: int = 1
     """The conv's groups (> 1: grouped or depthwise; the sparsity is of its block diagonal)."""
+    algorithm: str = "direct"
+    """``"direct"`` (the KGS operator, sparse or dense) or ``"winograd"``, for rewritten
+    layers (see :mod:`rt3d_passes.transform.algorithm`)."""
+    winograd_tile: int = 0
+    """``m`` of ``F(m x m, 3 x 3)`` when the algorithm is Winograd."""
+    winograd_group_m: int = 0
+    """Output channels per group of the Winograd operator's transformed weights."""
+    algorithm_reason: str = ""
+    """Why the cost model (or the user) chose the algorithm."""
 
     @property
     def scheme(self) -> str:
@@ -80,6 +91,9 @@ class Conv3DReport:
         """The kernel the layer gets: RT3D's sparse or dense operator, or TVM's default."""
         if not self.rewrite:
             return "tvm conv3d"
+        if self.algorithm == "winograd":
+            kind = "sparse " if self.sparse else ""
+            return f"rt3d {kind}winograd F({self.winograd_tile}x{self.winograd_tile})"
         return "rt3d sparse" if self.sparse else "rt3d dense"
 
     @property
@@ -211,12 +225,22 @@ def analyze_conv3d(
     if info.nonfinite:
         return dense(f"{info.nonfinite} NaN/Inf weights", info, macs)
     reduction = layer_macs / max(info.kept_macs, 1)
-    if info.is_structured and reduction >= min_mac_reduction:
-        return Conv3DReport(**common, sparsity=info, rewrite=True,
-                            reason=f"{grouped}{info.scheme} {info.group[0]}x{info.group[1]}, "
-                                   f"{reduction:.2f}x fewer MACs",
+
+    def rewritten(reason: str, sparse: bool) -> Conv3DReport:
+        choice = choose_algorithm(layer=layer, geometry=geo, weight=w_np,
+                                  computed_macs=macs[2], groups=groups,
+                                  group_m=info.group[0] if sparse else None, options=opts)
+        if choice.algorithm == "winograd":
+            reason = reason.replace("; computed dense by RT3D's kernel", "")
+        return Conv3DReport(**common, sparsity=info, rewrite=True, reason=reason,
                             dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2],
-                            sparse=True)
+                            sparse=sparse, algorithm=choice.algorithm,
+                            winograd_tile=choice.tile, winograd_group_m=choice.group_m,
+                            algorithm_reason=choice.reason)
+
+    if info.is_structured and reduction >= min_mac_reduction:
+        return rewritten(f"{grouped}{info.scheme} {info.group[0]}x{info.group[1]}, "
+                         f"{reduction:.2f}x fewer MACs", True)
     if groups > 1:
         why = grouped + ("unpruned" if info.kept_macs == layer_macs else
                          f"below threshold: {reduction:.2f}x < min_mac_reduction "
@@ -230,9 +254,7 @@ def analyze_conv3d(
         why = (f"below threshold: {info.mac_reduction:.2f}x < min_mac_reduction "
                f"{min_mac_reduction:g}")
     if include_dense:
-        return Conv3DReport(**common, sparsity=info, rewrite=True,
-                            reason=f"{why}; computed dense by RT3D's kernel",
-                            dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2])
+        return rewritten(f"{why}; computed dense by RT3D's kernel", False)
     return dense(why, info, macs)
 
 
@@ -279,21 +301,36 @@ def inspect(
     group: Sequence[int] | None = None,
     include_dense: bool | None = None,
     stray_tolerance: float | None = None,
+    winograd: bool | None = None,
+    algorithms=None,
 ) -> list[Conv3DReport]:
     """Report every ``R.nn.conv3d`` of ``mod``: scheme, group, MACs, and what
-    :class:`~rt3d_passes.RewriteKGSConv3D` with the same options would do, and why.
+    :class:`~rt3d_passes.SelectConv3DAlgorithm` with the same options would do (which kernel,
+    direct or Winograd), and why.
 
     ``options`` (default :class:`RewriteOptions`'s defaults, which the ``rt3d`` pipeline
     uses), with any keyword given replacing its field. Print the result with
     :func:`format_reports`.
     """
     opts = RewriteOptions.of(options, min_mac_reduction=min_mac_reduction, group=group,
-                             include_dense=include_dense, stray_tolerance=stray_tolerance)
+                             include_dense=include_dense, stray_tolerance=stray_tolerance,
+                             winograd=winograd, algorithms=algorithms)
     reports: list[Conv3DReport] = []
     for g_var, func in mod.functions_items():
         if isinstance(func, relax.Function):
             reports.extend(analyze_function(func, g_var.name_hint, opts))
+    check_forced_layers(reports, opts)
     return reports
+
+
+def check_forced_layers(reports: Sequence[Conv3DReport], options: RewriteOptions) -> None:
+    """Raise ``ValueError`` when ``options.algorithms`` names a layer that none of the
+    reports has (a typo would otherwise silently force nothing)."""
+    names = {r.layer for r in reports}
+    unknown = sorted(k for k, _ in options.algorithms if k not in names)
+    if unknown:
+        raise ValueError(f"algorithms forced for unknown layer(s) {', '.join(unknown)}; the "
+                         f"conv3d layers are: {', '.join(sorted(names)) or '(none)'}")
 
 
 def format_reports(reports: Sequence[Conv3DReport]) -> str:
@@ -312,6 +349,8 @@ def format_reports(reports: Sequence[Conv3DReport]) -> str:
         tot_dense += r.dense_macs
         tot_kept += kept
         act = f"{r.kernel}: {r.reason}"
+        if r.rewrite and r.algorithm_reason:
+            act += f" [{r.algorithm_reason}]"
         pad = f"{r.computed_macs / r.kept_macs - 1:>4.0%}" if r.rewrite and r.kept_macs else "-"
         lines.append(
             f"{r.layer:<{width}} {w:<20} {r.scheme:<12} {g:<6} {r.dense_macs / 1e9:>8.3f} "

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 
 import numpy as np
 import tvm
 from tvm import IRModule, relax
 
-from schedules.contract import KGS_GEOMETRY_ATTR, is_kgs_conv3d
+from schedules.contract import (
+    KGS_GEOMETRY_ATTR,
+    WINOGRAD_CONV3D_ATTR,
+    is_rt3d_conv3d,
+    is_winograd_conv3d,
+)
 
 from ..op.epilogue import kgs_conv3d_epilogue_te
 from ..op.kgs_conv3d import geometry_kwargs
+from ..op.winograd_conv3d import winograd_conv3d_te
 from .analysis import static_shape
 
 __all__ = ["FuseKGSConv3DEpilogue"]
@@ -25,9 +32,10 @@ _RESHAPE = tvm.ir.Op.get("relax.reshape")
 
 @tvm.transform.module_pass(opt_level=0, name="FuseKGSConv3DEpilogue")
 class FuseKGSConv3DEpilogue:
-    """Fuse the elementwise ops that follow a KGS conv3d call into the operator.
+    """Fuse the elementwise ops that follow an RT3D conv3d call into the operator.
 
-    A chain ``call_tir(kgs_conv3d, ...)`` → ``R.add(., bias)`` → ``R.add(., residual)`` →
+    A chain ``call_tir(kgs_conv3d, ...)`` (or ``winograd_conv3d``, whose output transform
+    then applies the epilogue) → ``R.add(., bias)`` → ``R.add(., residual)`` →
     ``R.nn.relu(.)`` (each step optional, in this order; ``bias`` a constant with one value
     per output channel, ``residual`` any tensor of the output's shape) becomes one call of
     :func:`rt3d_passes.op.kgs_conv3d_epilogue_te`. A step is only fused when
@@ -66,7 +74,7 @@ class FuseKGSConv3DEpilogue:
 class _Chain:
     """One fusable chain: the KGS call, its epilogue, the bindings it replaces."""
 
-    call: relax.Call  # call_tir(kgs_conv3d, (x, values, offsets))
+    call: relax.Call  # call_tir(kgs_conv3d or winograd_conv3d, (x, values, offsets))
     func: tvm.tirx.PrimFunc
     end: relax.Var  # the variable that holds the fused result
     dead: list[relax.Var]  # variables whose bindings disappear
@@ -132,7 +140,7 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
                 and isinstance(call.args[0], relax.GlobalVar)):
             continue
         prim = mod[call.args[0]]
-        if not (is_kgs_conv3d(prim) and KGS_GEOMETRY_ATTR in prim.attrs):
+        if not (is_rt3d_conv3d(prim) and KGS_GEOMETRY_ATTR in prim.attrs):
             continue
         out_shape = static_shape(b.var)
         if out_shape is None:
@@ -196,8 +204,13 @@ class _EpilogueFuser(relax.PyExprMutator):
             extra.append(self.visit_expr(chain.residual))
         attrs = {str(k): v for k, v in chain.func.attrs.items()
                  if str(k) not in ("global_symbol",)}
+        if is_winograd_conv3d(chain.func):
+            operator = functools.partial(
+                winograd_conv3d_te, tile=int(chain.func.attrs[WINOGRAD_CONV3D_ATTR]))
+        else:
+            operator = kgs_conv3d_epilogue_te
         call = self.builder_.call_te(
-            kgs_conv3d_epilogue_te, x, values, offsets, *extra,
+            operator, x, values, offsets, *extra,
             out_channels=static_shape(chain.end)[1], **geometry_kwargs(chain.func.attrs),
             bias=chain.bias is not None,
             residual=chain.residual is not None, relu=chain.relu,

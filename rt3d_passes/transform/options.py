@@ -8,10 +8,14 @@ exactly what a compile does.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from ..sparsity import DEFAULT_STRAY_TOLERANCE
 
-__all__ = ["RewriteOptions"]
+__all__ = ["ALGORITHMS", "RewriteOptions"]
+
+#: Values of :attr:`RewriteOptions.algorithms`.
+ALGORITHMS: tuple[str, ...] = ("direct", "winograd", "winograd2", "winograd4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,12 +35,24 @@ class RewriteOptions:
     stray_tolerance : float
         Fraction of zeros outside whole units tolerated before a layer counts as
         unstructured (see :func:`rt3d_passes.sparsity.classify`).
+    winograd : bool
+        Let :class:`~rt3d_passes.SelectConv3DAlgorithm` run eligible layers (``k x 3 x 3``,
+        stride 1, undilated, groups 1) as Winograd when its cost model expects them faster.
+        ``False`` keeps every layer on the direct kernel (results closer to PyTorch's: see
+        :data:`rt3d_passes.op.WINOGRAD_RTOL`).
+    algorithms : mapping of layer name to algorithm, optional
+        Force a layer's algorithm: ``"direct"``, ``"winograd"`` (tile chosen by the cost
+        model), ``"winograd2"`` or ``"winograd4"`` (``F(2x2, 3x3)`` / ``F(4x4, 3x3)``). A
+        forced Winograd on an ineligible layer is an error naming the layer; a name that
+        matches no layer is an error too (see :func:`rt3d_passes.inspect` for the names).
     """
 
     min_mac_reduction: float = 1.2
     group: tuple[int, int] | None = None
     include_dense: bool = True
     stray_tolerance: float = DEFAULT_STRAY_TOLERANCE
+    winograd: bool = True
+    algorithms: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self):
         if self.min_mac_reduction < 1.0:
@@ -49,6 +65,19 @@ class RewriteOptions:
         object.__setattr__(self, "min_mac_reduction", float(self.min_mac_reduction))
         object.__setattr__(self, "include_dense", bool(self.include_dense))
         object.__setattr__(self, "stray_tolerance", float(self.stray_tolerance))
+        object.__setattr__(self, "winograd", bool(self.winograd))
+        forced = self.algorithms
+        items = forced.items() if isinstance(forced, Mapping) else forced
+        pairs = tuple(sorted((str(k), str(v)) for k, v in items))
+        bad = [f"{k}={v}" for k, v in pairs if v not in ALGORITHMS]
+        if bad:
+            raise ValueError(f"unknown conv3d algorithm(s) {', '.join(bad)}; valid: "
+                             f"{', '.join(ALGORITHMS)}")
+        object.__setattr__(self, "algorithms", pairs)
+
+    def forced_algorithm(self, layer: str) -> str | None:
+        """The algorithm forced for ``layer``, if any."""
+        return dict(self.algorithms).get(layer)
 
     @classmethod
     def of(cls, options: RewriteOptions | None = None, **overrides) -> RewriteOptions:

@@ -11,15 +11,16 @@ import tvm
 from .fold_batch_norm_to_conv3d import FoldBatchNormToConv3D
 from .fuse_kgs_conv3d_epilogue import FuseKGSConv3DEpilogue
 from .options import RewriteOptions
-from .rewrite_kgs_conv3d import RewriteKGSConv3D
+from .select_conv3d_algorithm import SelectConv3DAlgorithm
 
 __all__ = ["rt3d_rewrite"]
 
 
 def rt3d_rewrite(options: RewriteOptions | None = None,
                  fuse_epilogue: bool = True) -> tvm.transform.Pass:
-    """Batch norm folded into conv3d weights, conv3d layers to RT3D's operator (as
-    ``options`` say), and the bias / residual add / ReLU that follow fused into it.
+    """Batch norm folded into conv3d weights, conv3d layers to RT3D's operators (Winograd or
+    direct, as ``options`` and the cost model say), and the bias / residual add / ReLU that
+    follow fused into them.
 
     Notes
     -----
@@ -27,6 +28,6 @@ def rt3d_rewrite(options: RewriteOptions | None = None,
     """
     return tvm.transform.Sequential([
         FoldBatchNormToConv3D(),
-        RewriteKGSConv3D(options),
+        SelectConv3DAlgorithm(options),
         FuseKGSConv3DEpilogue() if fuse_epilogue else tvm.transform.Sequential([]),
     ], name="RT3DRewrite")

@@ -9,7 +9,7 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from schedules.contract import is_kgs_conv3d
+from schedules.contract import is_rt3d_conv3d
 
 from ..transform import RewriteOptions, rt3d_rewrite
 
@@ -51,7 +51,7 @@ def extract_tasks(mod: tvm.IRModule, target: Target, options: RewriteOptions | N
             relax.analysis.post_order_visit(func, _visit)
     tasks = []
     for g_var, func in rewritten.functions_items():
-        if not is_kgs_conv3d(func):
+        if not is_rt3d_conv3d(func):
             continue
         uses = calls.get(g_var.name_hint, [])
         if not uses:

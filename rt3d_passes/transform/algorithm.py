@@ -1,0 +1,152 @@
+"""The per-layer choice between RT3D's direct conv3d kernel and Winograd: a cost model.
+
+Each eligible layer (``k x 3 x 3``, stride 1, undilated, groups 1, see
+:func:`rt3d_passes.op.winograd_ineligible`) is costed three ways, in MAC-equivalents of the
+CPU's vector FMA peak:
+
+* **direct**: the MACs the direct operator executes (kept columns, sparse or dense) over its
+  efficiency :data:`DIRECT_EFFICIENCY`;
+* **Winograd F(2x2, 3x3) and F(4x4, 3x3)**: the transformed-domain GEMMs' MACs (``alpha^2``
+  per tile, over the ``(c, kd)`` columns any kernel of an output group keeps: a plane-pruned
+  layer computes only its kept planes, a KGS layer with holes inside planes computes them all)
+  over :data:`BGEMM_EFFICIENCY`, plus the input and output transforms: their scalar terms per
+  tile (``B^T d B``: 64 for F(2x2), 676 for F(4x4); ``A^T M A``: 36 and 324) at
+  :data:`SCALAR_TERM_COST` each.
+
+Winograd is chosen when its best tile is cheaper than direct by :data:`WINOGRAD_MARGIN`, so a
+close call stays direct (the pass must not pick a loser). The constants were fitted to
+``benchmarks/schedule_bench.py --winograd`` on C3D's and R(2+1)D's layers (AVX-512, 2 threads);
+what a user forces per layer (``RewriteOptions.algorithms``) overrides the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..op.kgs_conv3d import Conv3DGeometry
+from ..op.winograd_conv3d import (
+    WINOGRAD_TILES,
+    WinogradGeometry,
+    winograd_columns,
+    winograd_ineligible,
+)
+from .options import RewriteOptions
+
+__all__ = [
+    "BGEMM_EFFICIENCY",
+    "DIRECT_EFFICIENCY",
+    "SCALAR_TERM_COST",
+    "WINOGRAD_GROUP_M",
+    "WINOGRAD_MARGIN",
+    "AlgorithmChoice",
+    "choose_algorithm",
+]
+
+#: Fraction of the FMA peak the direct operator reaches on the layers Winograd competes for.
+DIRECT_EFFICIENCY = 0.7
+#: Fraction of the FMA peak of the Winograd operator's transformed-domain GEMMs.
+BGEMM_EFFICIENCY = 0.6
+#: Cost of one scalar term of a transform, in vector-MAC equivalents (a scalar multiply-add
+#: against one lane of a 16-lane FMA, both at two per cycle, plus its load).
+SCALAR_TERM_COST = 10.0
+#: Winograd must be estimated this much faster than direct to be chosen.
+WINOGRAD_MARGIN = 1.25
+#: Output channels per group of a dense layer's transformed weights (the GEMM's register
+#: tile: 8 channels x up to 3 vectors of positions).
+WINOGRAD_GROUP_M = 8
+#: Scalar terms per tile of the input / output transforms, by tile size (nonzero products of
+#: the transform matrices, see :func:`rt3d_passes.op.winograd_conv3d`'s ``_transform_terms``).
+_PACK_TERMS = {2: 64, 4: 676}
+_INVERSE_TERMS = {2: 36, 4: 324}
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmChoice:
+    """The algorithm a layer gets, its Winograd tile (0 for direct) and why."""
+
+    algorithm: str
+    """``"direct"`` or ``"winograd"``."""
+    tile: int
+    reason: str
+    group_m: int = WINOGRAD_GROUP_M
+    """Output channels per group of the transformed weights (Winograd only)."""
+
+
+def _winograd_cost(geo: WinogradGeometry, out_channels: int, columns: int) -> float:
+    pack_tiles, inverse_tiles = geo.transform_elements(out_channels)
+    return (geo.bgemm_macs(out_channels, columns) / BGEMM_EFFICIENCY
+            + SCALAR_TERM_COST * (pack_tiles * _PACK_TERMS[geo.tile]
+                                  + inverse_tiles * _INVERSE_TERMS[geo.tile]))
+
+
+def choose_algorithm(
+    *,
+    layer: str,
+    geometry: Conv3DGeometry,
+    weight: np.ndarray,
+    computed_macs: int,
+    groups: int,
+    group_m: int | None,
+    options: RewriteOptions,
+) -> AlgorithmChoice:
+    """Direct or Winograd for one layer that RT3D rewrites.
+
+    Parameters
+    ----------
+    layer : str
+        The layer's name (for forced algorithms and error messages).
+    geometry : Conv3DGeometry
+        The conv's geometry.
+    weight : np.ndarray
+        The dense ``[M, N, Kd, Kh, Kw]`` weight (zeros of pruned units included).
+    computed_macs : int
+        MACs the direct operator executes for the whole layer.
+    groups : int
+        The conv's groups.
+    group_m : int, optional
+        The detected kernel group's ``g_m`` (sparse layers keep it, so whole groups of
+        columns drop); ``None`` for dense layers.
+    options : RewriteOptions
+
+    Raises
+    ------
+    ValueError
+        A Winograd algorithm forced on a layer that cannot run it.
+    """
+    forced = options.forced_algorithm(layer)
+    why_not = winograd_ineligible(geometry.kernel, geometry.strides, geometry.dilation, groups)
+    if forced == "direct":
+        return AlgorithmChoice("direct", 0, "direct (forced)")
+    if forced and why_not:
+        raise ValueError(f"layer {layer}: algorithm {forced!r} forced, but it cannot run as "
+                         f"Winograd: {why_not}")
+    if why_not:
+        return AlgorithmChoice("direct", 0, f"direct: no Winograd, {why_not}")
+    if not options.winograd and not forced:
+        return AlgorithmChoice("direct", 0, "direct: winograd=False")
+    gm = int(group_m or WINOGRAD_GROUP_M)
+    columns, counts = winograd_columns(weight, gm)
+    del columns
+    m_out = weight.shape[0]
+    direct = computed_macs / DIRECT_EFFICIENCY
+    tiles = WINOGRAD_TILES
+    if forced in ("winograd2", "winograd4"):
+        tiles = (int(forced[-1]),)
+    costs = {}
+    for tile in tiles:
+        geo = WinogradGeometry(geometry.input_shape, geometry.kernel, geometry.padding, tile)
+        # every output group padded to the longest group's columns, as the operator runs
+        costs[tile] = _winograd_cost(geo, -(-m_out // gm) * gm, int(counts.max()))
+    tile = min(costs, key=costs.get)
+    gain = direct / max(costs[tile], 1.0)
+    kept = f"{int(counts.max())}/{weight.shape[1] * weight.shape[2]} (c, kd) planes"
+    if forced:
+        return AlgorithmChoice("winograd", tile, f"Winograd F({tile}x{tile}) (forced; model: "
+                               f"{gain:.2f}x vs direct, {kept})", gm)
+    if gain >= WINOGRAD_MARGIN:
+        return AlgorithmChoice("winograd", tile, f"Winograd F({tile}x{tile}): model "
+                               f"{gain:.2f}x faster than direct, {kept}", gm)
+    return AlgorithmChoice("direct", 0, f"direct: Winograd F({tile}x{tile}) would be "
+                           f"{gain:.2f}x (< {WINOGRAD_MARGIN:g}x), {kept}")
