@@ -41,7 +41,7 @@ EMULATED_KEY = "kryo-emu"
 def emulated_dir() -> Path:
     """``$RT3D_EMULATED_DIR``, else ``.emulated/`` at the repository root."""
     env = os.environ.get("RT3D_EMULATED_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / ".emulated"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / ".emulated"
 
 
 def not_set_up_reason(directory: Path | None = None) -> str | None:

@@ -8,9 +8,6 @@ started with ``scripts/emulated_kryo.sh start``, set ``RT3D_EMULATED_TRACKER=hos
 
 from __future__ import annotations
 
-import os
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -19,35 +16,14 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import rpc
-from rt3d_passes.rpc.emulated_kryo import (
-    EMULATED_KEY,
-    kryo_target,
-    not_set_up_reason,
-    start_emulated_kryo,
-)
+from rt3d_passes.rpc.emulated_kryo import EMULATED_KEY, kryo_target, not_set_up_reason
 from tests.conftest import assert_close_rel, pruned_tiny_c3d
-from tests.rt3d_passes.test_rpc import _kgs_task, _measured, _tune
+from tests.rt3d_passes.conftest import kgs_task, measured_run_secs, tune_over_rpc
 
 pytestmark = [
     pytest.mark.emulated,
     pytest.mark.skipif(not_set_up_reason() is not None, reason=str(not_set_up_reason())),
 ]
-
-
-@pytest.fixture(scope="module")
-def kryo_tracker():
-    """``host:port`` of a tracker with a free emulated Kryo server."""
-    given = os.environ.get("RT3D_EMULATED_TRACKER")
-    if given:
-        host, port = given.rsplit(":", 1)
-        rpc.wait_for_server(host, int(port), EMULATED_KEY, timeout_s=30)
-        yield given
-        return
-    with rpc.start_tracker() as tracker, start_emulated_kryo(tracker.url) as server:
-        start = time.monotonic()
-        rpc.wait_for_server(*tracker.address, EMULATED_KEY, timeout_s=600, process=server)
-        print(f"emulated Kryo registered after {time.monotonic() - start:.0f} s")
-        yield tracker.url
 
 
 def test_model_on_emulated_kryo(kryo_tracker, rng):
@@ -75,10 +51,10 @@ def test_model_on_emulated_kryo(kryo_tracker, rng):
 def test_tuning_on_emulated_kryo(kryo_tracker, tmp_path, rng):
     """MetaSchedule for aarch64: built and cross-exported here, measured on the emulated
     device through the tracker (the flow a phone would see)."""
-    func, offsets = _kgs_task(rng)
-    host, port = kryo_tracker.rsplit(":", 1)
-    _tune(func, offsets, (host, int(port)), EMULATED_KEY, tmp_path, trials=2, per_iter=2,
-          session_timeout_s=120, target=kryo_target(), f_export=rpc.cross_export_aarch64)
-    measured = _measured(tmp_path / "database_tuning_record.json")
+    func, offsets = kgs_task(rng)
+    tune_over_rpc(func, offsets, rpc.parse_address(kryo_tracker), EMULATED_KEY, tmp_path,
+                  trials=2, per_iter=2, session_timeout_s=120, target=kryo_target(),
+                  f_export=rpc.cross_export_aarch64)
+    measured = measured_run_secs(tmp_path / "database_tuning_record.json")
     print(f"emulated tuning: run_secs {measured}")
     assert len(measured) == 2

@@ -22,12 +22,8 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import rpc
+from rt3d_passes.rpc.emulated_kryo import EMULATED_KEY, not_set_up_reason
 from tests.conv3d_strategies import Conv3DCase, build_block, conv3d_cases, rel_error
-from tests.rt3d_passes.test_emulated_kryo import (  # noqa: F401 (a fixture)
-    EMULATED_KEY,
-    kryo_tracker,
-    not_set_up_reason,
-)
 
 pytestmark = pytest.mark.fuzz
 
@@ -64,7 +60,7 @@ def test_arm_cpu_builds_and_cross_links(case: Conv3DCase):
 @pytest.mark.skipif(not_set_up_reason() is not None, reason=str(not_set_up_reason()))
 @KRYO
 @given(case=conv3d_cases())
-def test_arm_cpu_on_emulated_kryo(kryo_tracker, case: Conv3DCase):  # noqa: F811
+def test_arm_cpu_on_emulated_kryo(kryo_tracker, case: Conv3DCase):
     model, inputs, ex, target = _build(case)
     with torch.no_grad():
         ref = model(*inputs).numpy()

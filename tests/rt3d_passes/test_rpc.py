@@ -4,7 +4,6 @@ and timed remotely, MetaSchedule measuring through the tracker, and the failure 
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -18,11 +17,8 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import rpc
-from rt3d_passes import sparsity as S
-from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
-from rt3d_passes.testing import structured_weight
-from rt3d_passes.tuning import alloc_arguments, fast_build
 from tests.conftest import assert_close_rel, pruned_tiny_c3d
+from tests.rt3d_passes.conftest import kgs_task, measured_run_secs, tune_over_rpc
 
 KEY = "host-test"
 SLACK_S = 1.5  # process scheduling on a loaded 2-core machine
@@ -98,6 +94,17 @@ def test_local_process_terminates_its_group():
             time.sleep(0.1)
 
 
+def test_emulated_dir_is_where_the_setup_script_puts_it(monkeypatch):
+    # scripts/emulated_kryo.sh setup writes .emulated/ at the repository root; a wrong default
+    # here silently skipped every emulated test
+    from rt3d_passes.rpc.emulated_kryo import emulated_dir
+
+    monkeypatch.delenv("RT3D_EMULATED_DIR", raising=False)
+    root = Path(rt3d_passes.__file__).resolve().parents[1]
+    assert (root / "scripts" / "emulated_kryo.sh").exists()
+    assert emulated_dir() == root / ".emulated"
+
+
 def test_dead_server_fails_fast(loopback):
     server = rpc.start_server("never", loopback.url, python="/bin/false")
     with server, pytest.raises(RuntimeError, match="exited"):
@@ -107,68 +114,19 @@ def test_dead_server_fails_fast(loopback):
 # ---- MetaSchedule through the tracker --------------------------------------------------------
 
 
-def _kgs_task(rng: np.random.Generator):
-    """A small KGS conv3d PrimFunc and its real int32 offsets."""
-    shape, padding = (1, 8, 4, 10, 10), (1, 1, 1)
-    w = structured_weight((16, 8, 3, 3, 3), "kgs", 0.7, (8, 4), rng)
-    packed = S.compact(w, (8, 4))
-    offsets = column_offsets(packed, Conv3DGeometry(shape, (3, 3, 3), padding=padding))
-    return kgs_conv3d_primfunc(shape, packed, padding=padding), offsets
-
-
-def _tune(func, offsets, tracker, key, work: Path, trials: int, per_iter: int,
-          session_timeout_s: int = 30, target=None, f_export=None, wrap_runner=None):
-    """tune_tir of one KGS PrimFunc, measured by RPCRunner through ``tracker``;
-    ``f_export`` ships built modules (e.g. cross-compiled) instead of the default .tar;
-    ``wrap_runner(runner)`` returns the runner tuning uses instead."""
-    from tvm.s_tir import meta_schedule as ms
-
-    import schedules
-
-    space = ms.space_generator.ScheduleFn(
-        lambda sch: schedules.schedule_kgs_conv3d_cpu(sch, fixed=False),
-        sch_rules=[], postprocs=[], mutator_probs={ms.mutator.MutateTileSize(): 1.0})
-    runner = ms.runner.RPCRunner(
-        rpc_config=ms.runner.RPCConfig(tracker_host=tracker[0], tracker_port=int(tracker[1]),
-                                       tracker_key=key,
-                                       session_timeout_sec=session_timeout_s),
-        evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0),
-        f_create_session=rpc.create_runner_session,  # fails instead of waiting forever
-        f_alloc_argument=alloc_arguments(offsets)[1], max_workers=1)
-    work.mkdir(parents=True, exist_ok=True)
-    return ms.tune_tir(
-        mod=func, target=target or rt3d_passes.host_target(), work_dir=str(work),
-        max_trials_global=trials, num_trials_per_iter=per_iter, space=space,
-        builder=ms.builder.LocalBuilder(max_workers=1, f_build=fast_build, f_export=f_export,
-                                        timeout_sec=120),
-        runner=wrap_runner(runner) if wrap_runner else runner,
-        database=ms.database.JSONDatabase(work_dir=str(work)),
-        cost_model="random", seed=1)
-
-
-def _measured(path: Path) -> list[list[float]]:
-    """run_secs of the records in a JSON database file that hold a real measurement
-    (MetaSchedule stores failed runs as 1e10 s)."""
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    secs = [row[1][1] for row in rows]
-    return [s for s in secs if s and all(float(v) < 1e9 for v in s)]
-
-
 @pytest.mark.tuning
 def test_tuning_through_tracker(tmp_path, rng):
     from tvm.s_tir import meta_schedule as ms
 
-    func, offsets = _kgs_task(rng)
+    func, offsets = kgs_task(rng)
     key = "host-tune"
     with rpc.start_tracker() as tracker, rpc.start_server(key, tracker.url) as server:
         rpc.wait_for_server(*tracker.address, key, timeout_s=120, process=server)
-        _tune(func, offsets, tracker.address, key, tmp_path, trials=4, per_iter=2)
+        tune_over_rpc(func, offsets, tracker.address, key, tmp_path, trials=4, per_iter=2)
         sessions = server.log_tail(100_000).count("connected from")
     reloaded = ms.database.JSONDatabase(work_dir=str(tmp_path))
     records = reloaded.get_all_tuning_records()
-    measured = _measured(tmp_path / "database_tuning_record.json")
+    measured = measured_run_secs(tmp_path / "database_tuning_record.json")
     assert len(records) >= 2 and len(measured) == len(records), records
     assert all(0 < float(v) < 1 for secs in measured for v in secs)
     assert sessions >= len(measured)  # every measurement went through the server
@@ -219,7 +177,7 @@ def test_tuning_survives_killed_servers(tmp_path, rng):
     The kills happen at fixed points (before a batch is handed to the runner, once the tracker
     has dropped the killed server), not when a thread polling the database notices records: that
     raced with the next batch."""
-    func, offsets = _kgs_task(rng)
+    func, offsets = kgs_task(rng)
     key = "host-fault"
     records = tmp_path / "database_tuning_record.json"
     sizes: list[int] = []  # candidates per batch
@@ -234,7 +192,7 @@ def test_tuning_survives_killed_servers(tmp_path, rng):
         def batch(server=None, left=0):
             def hook(inputs) -> None:
                 if server is not None:
-                    measured_at_kill.append(len(_measured(records)))
+                    measured_at_kill.append(len(measured_run_secs(records)))
                     server.kill()
                     _wait_for_servers(tracker, key, left, timeout_s=30)
                     last_kill[0] = time.monotonic()
@@ -243,10 +201,10 @@ def test_tuning_survives_killed_servers(tmp_path, rng):
 
         hooked = _runner_with_hooks({1: batch(), 2: batch(first, left=1), 3: batch(second)})
         start = time.monotonic()
-        _tune(func, offsets, tracker.address, key, tmp_path, trials=6, per_iter=2,
+        tune_over_rpc(func, offsets, tracker.address, key, tmp_path, trials=6, per_iter=2,
               session_timeout_s=10, wrap_runner=hooked)
         elapsed, after_kill = time.monotonic() - start, time.monotonic() - last_kill[0]
-    measured = _measured(records)
+    measured = measured_run_secs(records)
     total = len(records.read_text().splitlines())
     print(f"batches {sizes}; measured at the kills: {measured_at_kill}; at the end: "
           f"{len(measured)} measured of {total} records; tuning took {elapsed:.0f} s, "
