@@ -103,6 +103,32 @@ def conv3d_cases(draw, max_channels: int = 96, grouped: bool = True) -> Conv3DCa
         epilogue=draw(st.sampled_from(EPILOGUES)), seed=draw(st.integers(0, 2**32 - 1)))
 
 
+@st.composite
+def winograd_cases(draw, max_channels: int = 40) -> Conv3DCase:
+    """Random conv3d blocks Winograd can run: kernel ``Kd x 3 x 3`` (Kd 1-3), unit stride and
+    dilation, groups 1, symmetric or asymmetric padding 0-2, maps up to 11 x 11 (several
+    tiles, partial last tiles), batch 1-2, channels not multiples of the group, every
+    zero-pattern scheme (``plane`` included) at rates 0-100 %, bias, BatchNorm3d, ReLU,
+    residual add."""
+    n = draw(st.integers(1, max_channels))
+    m = draw(st.integers(1, max_channels))
+    kernel = (draw(st.integers(1, 3)), 3, 3)
+    pad_before = tuple(draw(st.integers(0, 2)) for _ in range(3))
+    pad_after = pad_before if draw(st.booleans()) else tuple(
+        draw(st.integers(0, 2)) for _ in range(3))
+    out = (draw(st.integers(1, 3)), draw(st.integers(1, 11)), draw(st.integers(1, 11)))
+    size = tuple(max(1, o + k - 1 - b - a)
+                 for o, k, b, a in zip(out, kernel, pad_before, pad_after))
+    rate = draw(st.one_of(st.floats(0.3, 0.95), st.sampled_from([1.0, 0.0])))
+    return Conv3DCase(
+        batch=draw(st.integers(1, 2)), in_channels=n, out_channels=m, groups=1, kernel=kernel,
+        stride=(1, 1, 1), dilation=(1, 1, 1), pad_before=pad_before, pad_after=pad_after,
+        input_size=size, scheme=draw(st.sampled_from(("plane", "dense", *SCHEMES[:4]))),
+        rate=round(rate, 3), group=draw(st.sampled_from(DEFAULT_GROUP_CANDIDATES)),
+        bias=draw(st.booleans()), batch_norm=draw(st.booleans()),
+        epilogue=draw(st.sampled_from(EPILOGUES)), seed=draw(st.integers(0, 2**32 - 1)))
+
+
 def mixed_weight(shape, rate: float, group, rng: np.random.Generator) -> np.ndarray:
     """Each output group drawn vanilla (whole kernel groups) or KGS (units), at ``rate``."""
     m, n, *k = shape

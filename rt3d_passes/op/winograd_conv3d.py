@@ -67,12 +67,13 @@ __all__ = [
 #: Output tile sizes ``m`` of ``F(m x m, 3 x 3)`` the operator supports.
 WINOGRAD_TILES: tuple[int, ...] = (2, 4)
 
-#: Error bound per tile size: largest ``|y - y_ref|`` relative to the reference output's RMS
-#: (fp32, random weights and inputs; measured by ``tests/rt3d_passes/test_winograd_conv3d.py``
-#: across C3D-like layers: F(2x2) stays within 1e-5 like the direct kernel, F(4x4) within
-#: 1e-4, about 10x the direct kernel's error). Layers whose accuracy matters more than speed:
-#: ``RewriteOptions(winograd=False)``.
-WINOGRAD_RTOL: dict[int, float] = {2: 1e-5, 4: 1e-4}
+#: Error bound per tile size: largest ``|y - y_ref|`` relative to the reference output's
+#: largest magnitude (fp32, the measure of the equivalence tests). Measured on C3D-sized
+#: reductions (27 x 256 terms, ``tests/rt3d_passes/test_winograd_conv3d.py``): F(2x2) about
+#: 1e-6, like the direct kernel; F(4x4) about 7e-6, its larger transform constants (up to 8)
+#: amplify rounding. Layers whose accuracy matters more than speed:
+#: ``RewriteOptions(winograd=False)`` or ``algorithms={layer: "direct"}``.
+WINOGRAD_RTOL: dict[int, float] = {2: 1e-5, 4: 5e-5}
 
 
 @functools.cache

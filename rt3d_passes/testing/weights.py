@@ -25,7 +25,9 @@ def structured_weight(
     ----------
     shape : (M, N, Kd, Kh, Kw)
     scheme : ``"kgs"`` (units pruned), ``"vanilla"`` (whole kernel groups pruned),
-        ``"unstructured"`` (single weights pruned) or ``"dense"``.
+        ``"plane"`` (whole ``Kh x Kw`` planes of a kernel group pruned, at one ``kd`` each:
+        the Winograd-compatible scheme), ``"unstructured"`` (single weights pruned) or
+        ``"dense"``.
     rate : float
         Fraction of units / groups / weights pruned, in [0, 1].
     group : (g_m, g_n)
@@ -47,10 +49,15 @@ def structured_weight(
         mask = _keep_mask((mg, ng, k3), rate, rng)
     elif scheme == "vanilla":
         mask = np.repeat(_keep_mask((mg, ng, 1), rate, rng), k3, axis=2)
+    elif scheme == "plane":
+        kd = k[0] if k else 1
+        planes = _keep_mask((mg, ng, kd), rate, rng)
+        mask = np.repeat(planes, k3 // kd, axis=2)  # positions are (kd, kh, kw), kd outermost
     elif scheme == "unstructured":
         return w * _keep_mask(w.shape, rate, rng)
     else:
-        raise ValueError(f"unknown scheme {scheme!r}: dense, kgs, vanilla, unstructured")
+        raise ValueError(f"unknown scheme {scheme!r}: dense, kgs, vanilla, plane, "
+                         "unstructured")
     return w * broadcast_unit_mask(mask, w.shape, (gm, gn))
 
 

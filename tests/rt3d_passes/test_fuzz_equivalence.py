@@ -22,12 +22,20 @@ import pytest
 import torch
 import tvm
 from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from hypothesis.database import DirectoryBasedExampleDatabase
 from tvm import relax
 
 import rt3d_passes
-from tests.conv3d_strategies import Conv3DCase, build_block, conv3d_cases, rel_error
+from rt3d_passes.op import WINOGRAD_RTOL
+from tests.conv3d_strategies import (
+    Conv3DCase,
+    build_block,
+    conv3d_cases,
+    rel_error,
+    winograd_cases,
+)
 
 pytestmark = pytest.mark.fuzz
 
@@ -43,34 +51,54 @@ FUZZ = settings(
 )
 
 
-def compile_and_run(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
-    """``from_torch`` -> ``rt3d`` pipeline for the host -> Relax VM."""
+def tolerance(reports) -> float:
+    """The bound for what the pipeline ran: :data:`REL` for the direct kernel, the tile's
+    documented bound (:data:`rt3d_passes.op.WINOGRAD_RTOL`) for Winograd layers."""
+    return max([REL, *(WINOGRAD_RTOL[r.winograd_tile] for r in reports
+                       if r.rewrite and r.algorithm == "winograd")])
+
+
+def compile_and_run(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
+                    **pipeline) -> tuple[np.ndarray, list]:
+    """``from_torch`` -> ``rt3d`` pipeline for the host (``pipeline``: its options) -> Relax
+    VM; the output and the pipeline's per-layer reports."""
     mod = rt3d_passes.from_torch(model, inputs)
-    reports = rt3d_passes.inspect(mod, include_dense=True)  # what the pipeline decides
+    reports = rt3d_passes.inspect(mod, **pipeline)  # what the pipeline decides
     for r in reports if currently_in_test_context() else ():
         # coverage statistics (pytest --hypothesis-show-statistics) and the failure's context
-        kernel = "RT3D kernel" if r.rewrite else "TVM conv3d"
+        kernel = r.kernel if r.rewrite else "TVM conv3d"
         event(f"{kernel}: {r.scheme if r.sparsity else r.reason.split('=')[0]}")
         note(f"{r.layer}: scheme {r.scheme}, group {r.group}, rewrite {r.rewrite}: {r.reason}")
     target = rt3d_passes.host_target()
-    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+    ex = tvm.compile(mod, target,
+                     relax_pipeline=relax.get_pipeline("rt3d", target=target, **pipeline))
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    return vm["main"](*(tvm.runtime.tensor(t.numpy()) for t in inputs)).numpy()
+    return vm["main"](*(tvm.runtime.tensor(t.numpy()) for t in inputs)).numpy(), reports
 
 
-def check_case(case: Conv3DCase) -> None:
+def check_case(case: Conv3DCase, **pipeline) -> list:
     model, inputs = build_block(case)
     with torch.no_grad():
         ref = model(*inputs).numpy()
-    out = compile_and_run(model, inputs)
-    err = rel_error(out, ref)
-    assert err <= REL, f"relative error {err:.3g} > {REL:g} for {case}"
+    out, reports = compile_and_run(model, inputs, **pipeline)
+    err, tol = rel_error(out, ref), tolerance(reports)
+    assert err <= tol, f"relative error {err:.3g} > {tol:g} for {case} ({reports[0].kernel})"
+    return reports
 
 
 @FUZZ
 @given(case=conv3d_cases())
 def test_conv3d_block_matches_torch(case: Conv3DCase):
     check_case(case)
+
+
+@FUZZ
+@given(case=winograd_cases(), algorithm=st.sampled_from(["winograd2", "winograd4"]))
+def test_winograd_block_matches_torch(case: Conv3DCase, algorithm: str):
+    """Every Winograd-eligible block, forced onto the Winograd operator (the cost model
+    rarely picks it for such small layers), within the tile's documented bound."""
+    reports = check_case(case, algorithms={"conv": algorithm})
+    assert reports[0].algorithm == "winograd"
 
 
 # ---- explicit edge cases (always run, whatever the draw) ------------------------------------
