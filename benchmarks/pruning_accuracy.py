@@ -12,7 +12,8 @@ design, fixed before any run (issue 11):
   model -- the heuristic fine-tunes for all of them; the **control** row trains the dense
   model as many epochs more without pruning (what the extra training alone buys).
 * **Selection**: lambda (group lasso, reweighted) and rho (ADMM) from a fixed grid, on the
-  validation top-1 of the first replicate, before any replicate is evaluated on test.
+  validation top-1 of the first replicate, before any replicate is evaluated on test; for
+  each scheme a method runs with on its own.
 * **Replicates**: dense seed x batch-order seed (>= 4), every method on every replicate, so
   the differences are paired.
 * **Decision rule** (:data:`COMPARISONS`, :func:`verdict`): for each claim "A > B" the mean
@@ -25,7 +26,16 @@ Every row also logs validation top-1 before the hard prune, right after it (Batc
 statistics recalibrated on a copy) and at the end, and the share of the pruned layers' squared
 norm the hard prune removed.
 
-    python benchmarks/pruning_accuracy.py [--quick] [--out benchmarks/results] [--set k=v ...]
+**Plane vs KGS** (issue 12, ``--plane``): every ``<method>/kgs`` row gets a
+``<method>/plane`` twin -- the Winograd-compatible scheme (whole ``kd`` planes of a kernel
+group) at the preset's rates, i.e. the same MACs up to rounding to whole planes (the MAC
+column shows both). lambda / rho are selected on validation for each scheme on its own, and
+for each method the claim "KGS - plane (method)" is judged by the same rule: *refuted* means
+KGS is not ahead by half a point, i.e. the Winograd-friendly pattern costs no accuracy that
+matters.
+
+    python benchmarks/pruning_accuracy.py [--quick] [--plane] [--out benchmarks/results]
+                                          [--set k=v ...]
 
 The default profile is sized for about 50 minutes on 2 idle cores (an epoch of 1000 clips
 takes ~10 s there); on a shared machine it takes longer. ``--quick`` is a smoke test of the
@@ -65,6 +75,8 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("reweighted - group_lasso", "reweighted/kgs", "group_lasso/kgs"),
     ("KGS - vanilla (heuristic)", "heuristic/kgs", "heuristic/vanilla"),
 )
+#: Schemes a ``--plane`` run compares at equal MACs: each ``<method>/kgs`` row gets a twin.
+PLANE_TWIN: tuple[str, str] = ("kgs", "plane")
 #: A claim "A > B" is refuted when the interval's upper end is below this margin (top-1).
 MARGIN = 0.005
 #: The paper's goal: the best structured method within this many top-1 points of dense.
@@ -114,6 +126,32 @@ QUICK = BenchConfig(train_clips=24, val_clips=24, test_clips=24, dense_epochs=1,
                     rounds=1, admm_stages=1, batch_size=12,
                     grid=(("group_lasso", (8e-3,)), ("reweighted", (1.2e-2,)),
                           ("admm", (0.1,))))
+
+
+def with_plane(config: BenchConfig) -> BenchConfig:
+    """``config`` with a ``<method>/plane`` row after the rows for every ``<method>/kgs`` row
+    (those already there are kept once)."""
+    base, twin = PLANE_TWIN
+    extra = [r.split("/")[0] + "/" + twin for r in config.rows if r.endswith("/" + base)]
+    return dataclasses.replace(config, rows=tuple(dict.fromkeys([*config.rows, *extra])))
+
+
+def comparisons(rows: tuple[str, ...] | list[str]) -> list[tuple[str, str, str]]:
+    """:data:`COMPARISONS`, then "KGS - plane (method)" for every method run with both."""
+    base, twin = PLANE_TWIN
+    out = list(COMPARISONS)
+    for row in rows:
+        method, _, scheme = row.partition("/")
+        if scheme == twin and f"{method}/{base}" in rows:
+            out.append((f"KGS - plane ({method})", f"{method}/{base}", row))
+    return out
+
+
+def _choice_key(row: str) -> str:
+    """The key of a row's selected lambda / rho: the method for KGS (as before plane rows
+    existed), ``method/scheme`` for any other scheme, which is selected on its own."""
+    method, scheme = row.split("/")
+    return method if scheme == "kgs" else row
 
 
 def _method(config: BenchConfig, row: str, strength: float) -> tuple[MethodConfig, bool]:
@@ -208,7 +246,8 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
     test_loader = DataLoader(data["test"], 100)
     result: dict[str, Any] = {
         "config": dataclasses.asdict(config), "model": MODEL, "input_shape": list(shape),
-        "decision_rule": {"comparisons": [list(c) for c in COMPARISONS], "interval": "90% t",
+        "decision_rule": {"comparisons": [list(c) for c in comparisons(config.rows)],
+                          "interval": "90% t",
                           "margin": MARGIN, "goal": GOAL},
         "dense": [], "selection": [], "rows": [], "complete": False,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -236,32 +275,33 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
     dense_macs, _ = total_macs(count_macs(denses[config.dense_seeds[0]], shape))
     result["dense_macs"] = dense_macs
 
-    # selection on validation: first replicate only, before anything touches the test clips
+    # selection on validation: first replicate only, before anything touches the test clips;
+    # every scheme a method runs with gets its own choice (KGS's is keyed by the method)
     chosen: dict[str, float] = {}
     first_dense, first_order = config.dense_seeds[0], config.order_seeds[0]
     for method, values in config.grid:
-        if not any(r.startswith(method + "/") for r in config.rows):
-            continue
-        scores = []
-        for value in values:
-            r = _row(config, denses[first_dense], f"{method}/kgs", value, first_order, data,
-                     progress)
-            scores.append((r["val_end"], value))
-            result["selection"].append({"method": method, "value": value,
-                                        "val_end": r["val_end"],
-                                        "pruned_energy": r["pruned_energy"]})
-            _say(f"select {method:>12} {value:<8g}: val {r['val_end']:.4f}, pruned energy "
-                 f"{r['pruned_energy']:.3f}")
-            save()
-        chosen[method] = max(scores)[1]
+        for row in [r for r in config.rows if r.startswith(method + "/")]:
+            key = _choice_key(row)
+            if key in chosen:
+                continue
+            scores = []
+            for value in values:
+                r = _row(config, denses[first_dense], row, value, first_order, data, progress)
+                scores.append((r["val_end"], value))
+                result["selection"].append({"method": method, "scheme": row.split("/")[1],
+                                            "value": value, "val_end": r["val_end"],
+                                            "pruned_energy": r["pruned_energy"]})
+                _say(f"select {row:>18} {value:<8g}: val {r['val_end']:.4f}, pruned energy "
+                     f"{r['pruned_energy']:.3f}")
+                save()
+            chosen[key] = max(scores)[1]
     result["chosen"] = chosen
 
     for dseed in config.dense_seeds:
         for oseed in config.order_seeds:
             for row in config.rows:
-                method = row.split("/")[0]
-                r = _row(config, denses[dseed], row, chosen.get(method, 0.0), oseed, data,
-                         progress)
+                strength = chosen.get(_choice_key(row), 0.0) if "/" in row else 0.0
+                r = _row(config, denses[dseed], row, strength, oseed, data, progress)
                 model = r.pop("model")
                 _, kept = total_macs(count_macs(model, shape))
                 r.update(dense_seed=dseed, order_seed=oseed, test_top1=evaluate(model,
@@ -293,7 +333,8 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
     by = {(r["dense_seed"], r["order_seed"], r["row"]): r["test_top1"] for r in result["rows"]}
     reps = sorted({(d, o) for d, o, _ in by})
     out = []
-    for label, a, b in COMPARISONS:
+    rows = result.get("config", {}).get("rows") or sorted({r for _, _, r in by})
+    for label, a, b in comparisons(rows):
         diffs = [by[(d, o, a)] - by[(d, o, b)] for d, o in reps
                  if (d, o, a) in by and (d, o, b) in by]
         if not diffs:
@@ -392,6 +433,10 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test profile")
+    parser.add_argument("--plane", action="store_true",
+                        help="also run every <method>/kgs row with the Winograd-compatible "
+                             "plane scheme at the same rates (equal MACs up to rounding) and "
+                             "judge KGS - plane per method")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
@@ -414,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parsed = type(current)(value)
         config = dataclasses.replace(config, **{key: parsed})
+    if args.plane:  # after --set, so that rows=... picks the KGS rows that get twins
+        config = with_plane(config)
     result = run(config, args.out, not args.no_progress, args.name)
     print(table(result))
     return 0

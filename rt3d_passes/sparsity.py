@@ -12,6 +12,9 @@ Vocabulary, for a conv3d weight ``W`` of shape ``[M, N, Kd, Kh, Kw]`` (OIDHW):
   group*);
 * a **unit** is one kernel position ``p = (kd, kh, kw)`` of one kernel group, i.e. the
   ``g_m x g_n`` weights ``W[i-group, j-group, kd, kh, kw]``. Units are what KGS prunes;
+* a **plane** is the ``Kh x Kw`` units at one ``kd`` of one kernel group. A Winograd
+  convolution transforms a ``(kh, kw)`` plane as a whole (``G g G^T`` fills any hole inside
+  it), so whole planes are what a Winograd kernel can skip;
 * a **column** is one (input channel, kd, kh, kw) of one output-channel group. A kept unit
   contributes ``g_n`` columns; all ``g_m`` output channels of the group share them, which is
   what keeps each group's GEMM dense.
@@ -20,6 +23,11 @@ Schemes:
 
 * ``dense`` -- no unit is entirely zero;
 * ``vanilla`` -- whole kernel groups are zero (every position of a group together);
+* ``plane`` -- a ``kgs`` pattern whose zero units come in whole planes: for every group and
+  ``kd`` either all ``Kh*Kw`` units are zero or none (and it is not vanilla). The KGS kernel
+  computes it exactly as KGS (it is a special case); a Winograd kernel can skip its planes.
+  Only reported when ``Kh*Kw > 1`` (with one ``(kh, kw)`` position every unit is a plane and
+  the weight stays ``kgs``); with ``Kd = 1`` a plane is a whole group (``vanilla``);
 * ``kgs`` -- units are zero, and inside a group different positions may be kept;
 * ``unstructured`` -- zeros that are not whole units (more than ``stray_tolerance`` of the
   entries). Such weights are reported, never compacted into a kernel.
@@ -41,6 +49,7 @@ __all__ = [
     "classify",
     "compact",
     "detect_group",
+    "plane_mask",
     "unit_mask",
 ]
 
@@ -136,6 +145,22 @@ def unit_mask(weight: np.ndarray, group: Sequence[int], name: str = "weight") ->
     return (_pad_to_groups(weight, gm, gn) != 0).any(axis=(1, 3))
 
 
+def plane_mask(weight: np.ndarray, group: Sequence[int], name: str = "weight") -> np.ndarray:
+    """Which ``kd`` planes hold a non-zero weight (the plane scheme's mask).
+
+    Parameters are :func:`unit_mask`'s.
+
+    Returns
+    -------
+    mask : np.ndarray
+        Boolean ``[ceil(M/g_m), ceil(N/g_n), Kd]``; ``True`` where any of the plane's
+        ``Kh*Kw`` units is kept.
+    """
+    weight = _check_weight(weight, name)
+    units = unit_mask(weight, group, name)
+    return units.reshape(*units.shape[:2], weight.shape[2], -1).any(axis=3)
+
+
 def broadcast_unit_mask(
     mask: np.ndarray, weight_shape: Sequence[int], group: Sequence[int]
 ) -> np.ndarray:
@@ -161,7 +186,7 @@ class SparsityInfo:
     """
 
     scheme: str
-    """``"dense"``, ``"vanilla"``, ``"kgs"`` or ``"unstructured"``."""
+    """``"dense"``, ``"vanilla"``, ``"plane"``, ``"kgs"`` or ``"unstructured"``."""
     group: tuple[int, int] | None
     """Group shape the structured zeros were measured with (``None`` for a 0-d case)."""
     shape: tuple[int, ...]
@@ -193,8 +218,8 @@ class SparsityInfo:
 
     @property
     def is_structured(self) -> bool:
-        """True for vanilla and KGS: zeros a sparse KGS kernel can skip exactly."""
-        return self.scheme in ("vanilla", "kgs")
+        """True for vanilla, plane and KGS: zeros a sparse KGS kernel can skip exactly."""
+        return self.scheme in ("vanilla", "plane", "kgs")
 
 
 def _structured_stats(weight: np.ndarray, gm: int, gn: int):
@@ -208,6 +233,15 @@ def _structured_stats(weight: np.ndarray, gm: int, gn: int):
     return mask, kept_macs, zeros - structured_zeros, ~mask.any(axis=2)
 
 
+def _whole_planes(mask: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Every (group, kd) plane of a unit mask is all kept or all zero (``Kh*Kw > 1`` only)."""
+    kd, kh, kw = shape[2:]
+    if kh * kw == 1:  # every unit is a plane: nothing to tell apart from KGS
+        return False
+    planes = mask.reshape(*mask.shape[:2], kd, kh * kw)
+    return bool((planes.all(axis=3) | ~planes.any(axis=3)).all())
+
+
 def classify(
     weight: np.ndarray,
     group: Sequence[int] | None = None,
@@ -216,6 +250,9 @@ def classify(
     name: str = "weight",
 ) -> SparsityInfo:
     """Classify the exact zero pattern of a conv3d weight.
+
+    The scheme is ``"unstructured"`` (too many stray zeros), else ``"dense"``, ``"vanilla"``,
+    ``"plane"`` or ``"kgs"``, the first that fits (see the module docstring).
 
     Parameters
     ----------
@@ -247,6 +284,8 @@ def classify(
     elif np.array_equal(mask, np.broadcast_to(~group_pruned[:, :, None], mask.shape)):
         # every group is either entirely kept or entirely pruned
         scheme = "vanilla"
+    elif _whole_planes(mask, weight.shape):
+        scheme = "plane"
     else:
         scheme = "kgs"
     # columns per output group (edge input groups are narrower), padded to the longest

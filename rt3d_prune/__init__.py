@@ -8,8 +8,8 @@ Modules (import them directly; this package imports nothing so ``rt3d`` starts f
 * :mod:`rt3d_prune.models` -- ``MODEL_NAMES``, ``build_model``, ``default_input_shape``:
   C3D, R(2+1)D-18, S3D and ``c3d_small``.
 * :mod:`rt3d_prune.macs` -- ``count_macs(model, input_shape) -> list[LayerMACs]``.
-* :mod:`rt3d_prune.schemes` -- group norms and masks of the ``kgs``, ``vanilla``, ``filter``
-  and ``unstructured`` schemes.
+* :mod:`rt3d_prune.schemes` -- group norms and masks of the ``kgs``, ``plane``
+  (Winograd-compatible), ``vanilla``, ``filter`` and ``unstructured`` schemes.
 * :mod:`rt3d_prune.config` -- frozen ``SparsityConfig``, ``RegularizerConfig``, ``ADMMConfig``
   and ``MethodConfig``.
 * :mod:`rt3d_prune.presets` -- ``get_preset("c3d-3.6x")`` etc., ``PRESET_NAMES``.

@@ -36,8 +36,14 @@ def resolve_layers(model: nn.Module, config: SparsityConfig) -> dict[str, nn.Mod
     for name in config.pruned_layers:
         module = modules[name]
         shape = tuple(module.weight.shape)
-        if getattr(module, "groups", 1) != 1 and config.scheme in ("kgs", "vanilla"):
+        if getattr(module, "groups", 1) != 1 and config.scheme in ("kgs", "plane", "vanilla"):
             raise ValueError(f"layer {name!r}: grouped convolutions are not supported")
+        if config.scheme == "plane" and len(shape) != 5:
+            raise ValueError(
+                f"layer {name!r}: the plane scheme prunes kd planes of conv3d weights "
+                f"[M, N, Kd, Kh, Kw]; this {type(module).__name__} has a {len(shape)}-D weight "
+                f"of shape {shape}; keep it dense (rate 0) or use kgs"
+            )
         gm, gn = effective_group(config.scheme, config.group, shape)
         if gm > shape[0] or gn > shape[1]:
             raise ValueError(

@@ -23,17 +23,25 @@ from torch import Tensor, nn
 
 from ._layers import mac_coefficients, resolve_layers
 from .config import ADMMConfig, SparsityConfig
-from .schemes import broadcast_mask, group_norms, group_sizes, rank_mask, rank_mask_balanced
+from .schemes import (
+    BALANCED_SCHEMES,
+    broadcast_mask,
+    group_norms,
+    group_sizes,
+    rank_mask,
+    rank_mask_balanced,
+)
 
 __all__ = ["ADMMRegularizer", "project"]
 
 
 def project(weight: Tensor, sparsity: SparsityConfig, rate: float) -> Tensor:
     """Euclidean projection of ``weight`` onto the sparsity pattern: the smallest groups at
-    ``rate`` set to zero (balanced per output group for KGS if the config says so)."""
+    ``rate`` set to zero (balanced per output group for KGS and plane if the config says
+    so)."""
     norms = group_norms(weight, sparsity.scheme, sparsity.group)
     sizes = group_sizes(weight.shape, sparsity.scheme, sparsity.group)
-    balanced = sparsity.balanced and sparsity.scheme == "kgs"
+    balanced = sparsity.balanced and sparsity.scheme in BALANCED_SCHEMES
     keep = (rank_mask_balanced if balanced else rank_mask)(norms, sizes, rate)
     full = broadcast_mask(keep, weight.shape, sparsity.scheme, sparsity.group)
     return weight * full.to(weight.dtype)

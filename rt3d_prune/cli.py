@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_models)
 
     p = subparsers.add_parser(
-        "prune", help="prune a zoo model (vanilla / KGS) and write a pruned checkpoint",
+        "prune", help="prune a zoo model (KGS / plane / vanilla) and write a pruned checkpoint",
         description="Train (or load) a dense model, prune it to a preset with the chosen "
                     "method and scheme, fine-tune with masks and write a pruned state dict "
                     "(see rt3d_prune.checkpoint) that `rt3d inspect` reads. Under "
@@ -44,11 +44,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "DistributedDataParallel (rank 0 logs and writes).")
     p.add_argument("--model", required=True, help="zoo model name, e.g. c3d, c3d_small")
     p.add_argument("--preset", required=True, help="per-layer rates, e.g. c3d-3.6x")
+    # rt3d_prune.schemes.SCHEMES, spelled out: importing it would import torch
     p.add_argument("--scheme", default="kgs",
-                   choices=("kgs", "vanilla", "filter", "unstructured"))
+                   choices=("kgs", "plane", "vanilla", "filter", "unstructured"),
+                   help="kgs (default); plane: whole kd planes of a kernel group, "
+                        "Winograd-compatible (conv3d layers only); vanilla; and the baselines "
+                        "filter, unstructured")
     p.add_argument("--group", type=parse_group, default=(8, 4), help="kernel group, default 8x4")
     p.add_argument("--layer-wide", action="store_true",
-                   help="KGS: rank units over the whole layer instead of per output group")
+                   help="KGS / plane: rank units (planes) over the whole layer instead of per "
+                        "output group")
     p.add_argument("--method", default="reweighted",
                    choices=("heuristic", "group_lasso", "reweighted", "admm", "oneshot"),
                    help="oneshot: no data, no training (for latency experiments)")

@@ -23,19 +23,22 @@ class SparsityConfig:
     """What to prune: scheme, kernel-group shape and per-layer rates.
 
     Args:
-        scheme: One of ``"kgs"``, ``"vanilla"``, ``"filter"``, ``"unstructured"``
-            (see :mod:`rt3d_prune.schemes`).
-        group: Kernel group ``(g_m, g_n)``: output x input channels (KGS and vanilla).
+        scheme: One of ``"kgs"``, ``"plane"``, ``"vanilla"``, ``"filter"``,
+            ``"unstructured"`` (see :mod:`rt3d_prune.schemes`). ``"plane"`` (whole ``kd``
+            planes of a kernel group, Winograd-compatible) prunes conv3d layers only.
+        group: Kernel group ``(g_m, g_n)``: output x input channels (KGS, plane and vanilla).
         rates: Per-layer pruned fraction, as a mapping or ``(name, rate)`` pairs. For KGS it is
-            the fraction of units (kernel columns) removed, for vanilla the fraction of kernel
-            groups; both equal the fraction of the layer's MACs removed when the channels are
-            multiples of the group. Layers with rate 0 stay dense.
+            the fraction of units (kernel columns) removed, for plane the fraction of ``kd``
+            planes, for vanilla the fraction of kernel groups; each equals the fraction of the
+            layer's MACs removed when the channels are multiples of the group. Layers with
+            rate 0 stay dense.
         threshold: If set, prune by threshold instead: every group whose RMS
             (``norm / sqrt(size)``) is below it is pruned, in every layer named in ``rates``
             (whose values are then only used to select layers).
-        balanced: KGS with rates: rank within every output group, so all groups of a layer
-            keep the same unit count (see :func:`~rt3d_prune.schemes.rank_mask_balanced`;
-            the compiled kernel then has no padding). ``False`` ranks the whole layer.
+        balanced: KGS and plane with rates: rank within every output group, so all groups of
+            a layer keep the same unit (plane) count (see
+            :func:`~rt3d_prune.schemes.rank_mask_balanced`; the compiled kernel then has no
+            padding). ``False`` ranks the whole layer.
             Vanilla always ranks the whole layer: a row of a small layer holds too few kernel
             groups to meet a rate on its own (8 groups: steps of 12.5%). Threshold mode and
             the baseline schemes ignore it.

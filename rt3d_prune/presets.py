@@ -26,8 +26,10 @@
   8x128x128, so 85 % on the rest gives 2.56x (3x would need 93 %). On a 1x1x1 conv a KGS unit
   is a whole kernel group, so ``classify`` reports those layers as ``vanilla``.
 
-Rates are per-layer fractions of units (KGS) or kernel groups (vanilla); see
-:class:`~rt3d_prune.config.SparsityConfig`.
+Rates are per-layer fractions of units (KGS), ``kd`` planes (plane) or kernel groups
+(vanilla); see :class:`~rt3d_prune.config.SparsityConfig`. The same rates with
+``scheme="plane"`` give the KGS MACs up to rounding to whole planes per output group (a plane
+is ``Kh*Kw`` units: on a 1x3x3 kernel the whole kernel group, on a 3x1x1 kernel one unit).
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ class Preset:
     def config(
         self, scheme: str = "kgs", group: tuple[int, int] = (8, 4)
     ) -> SparsityConfig:
-        """The preset's rates as a :class:`SparsityConfig` of the given scheme and group."""
+        """The preset's rates as a :class:`SparsityConfig` of the given scheme and group.
+
+        ``scheme="plane"`` keeps the rates: at balanced rates it removes the same share of
+        MACs as KGS (to within one plane per output group).
+        """
         return SparsityConfig(scheme=scheme, group=group, rates=self.rates)
 
 

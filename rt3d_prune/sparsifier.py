@@ -13,7 +13,14 @@ from torch.nn.utils import parametrize
 
 from ._layers import resolve_layers
 from .config import SparsityConfig
-from .schemes import broadcast_mask, group_norms, group_sizes, rank_mask, rank_mask_balanced
+from .schemes import (
+    BALANCED_SCHEMES,
+    broadcast_mask,
+    group_norms,
+    group_sizes,
+    rank_mask,
+    rank_mask_balanced,
+)
 
 __all__ = ["GroupMask", "GroupSparsifier"]
 
@@ -86,7 +93,7 @@ class GroupSparsifier:
             if config.threshold is not None:
                 keep = norms / sizes.sqrt() >= config.threshold
             else:
-                balanced = config.balanced and config.scheme == "kgs"
+                balanced = config.balanced and config.scheme in BALANCED_SCHEMES
                 rank = rank_mask_balanced if balanced else rank_mask
                 keep = rank(norms, sizes, rates[name])
             self._parametrization(name).mask.copy_(keep)

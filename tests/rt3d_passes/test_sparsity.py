@@ -106,3 +106,68 @@ def test_bad_input_is_named(weight, group, match):
 def test_broadcast_unit_mask_rejects_wrong_shape():
     with pytest.raises(S.SparsityFormatError, match="does not fit"):
         S.broadcast_unit_mask(np.ones((2, 2, 27), bool), (16, 4, 3, 3, 3), (8, 4))
+
+
+def _plane_weight(shape, rate, group, rng):
+    """A random weight with ``round(rate * planes)`` whole (group, kd) planes zeroed."""
+    m, n, kd, kh, kw = shape
+    mg, ng = -(-m // group[0]), -(-n // group[1])
+    keep = np.ones(mg * ng * kd, bool)
+    keep[rng.permutation(keep.size)[: round(rate * keep.size)]] = False
+    keep = keep.reshape(mg, ng, kd)
+    units = np.repeat(keep, kh * kw, axis=2)  # [Mg, Ng, Kd*Kh*Kw], (kd, kh, kw) row-major
+    w = rng.standard_normal(shape).astype(np.float32)
+    return w * S.broadcast_unit_mask(units, shape, group), keep
+
+
+@pytest.mark.parametrize("group", [(8, 4), (4, 4), (2, 2)])
+@pytest.mark.parametrize("shape", [(32, 16, 3, 3, 3), (45, 13, 3, 3, 3), (16, 8, 5, 3, 3)])
+def test_classify_plane(rng, group, shape):
+    w, keep = _plane_weight(shape, 0.6, group, rng)
+    np.testing.assert_array_equal(S.plane_mask(w, group), keep)
+    info = S.classify(w, group)
+    assert info.scheme == "plane" and info.is_structured
+    assert info.stray_zero_fraction == 0
+    # kept MACs: the kept planes' (edge-aware) sizes times their Kh*Kw positions
+    def sizes(extent, g):  # full groups, then the smaller edge group
+        return np.diff(np.minimum(np.arange(0, extent + g, g), extent))[: -(-extent // g)]
+
+    rows = sizes(shape[0], group[0])[:, None, None]
+    cols = sizes(shape[1], group[1])[None, :, None]
+    assert info.kept_macs == int((keep * rows * cols).sum()) * shape[3] * shape[4]
+    assert info.kept_fraction == pytest.approx(0.4, abs=0.1)  # edge groups: not exactly
+    # the KGS kernel's layout and group detection work on it unchanged
+    packed = S.compact(w, group)
+    np.testing.assert_array_equal(packed.to_dense(), w)
+    assert packed.kept_macs == info.kept_macs
+    if group == (8, 4):
+        assert S.detect_group(w) == group
+
+    # one hole inside a kept plane (a single unit zeroed): a KGS pattern, not a plane one
+    i, j, d = np.argwhere(keep)[rng.integers(keep.sum())]
+    holed = w.copy()
+    holed[i * group[0]:(i + 1) * group[0], j * group[1]:(j + 1) * group[1], d, 1, 1] = 0
+    assert S.classify(holed, group).scheme == "kgs"
+    np.testing.assert_array_equal(S.plane_mask(holed, group), keep)  # the plane still holds
+
+
+def test_classify_plane_against_other_schemes(rng):
+    shape, group = (32, 16, 3, 3, 3), (8, 4)
+    # random KGS holes almost never come in whole planes
+    assert S.classify(structured_weight(shape, "kgs", 0.6, group, rng), group).scheme == "kgs"
+    assert S.classify(structured_weight(shape, "dense", 0, group, rng), group).scheme == "dense"
+    assert S.classify(structured_weight(shape, "vanilla", 0.5, group, rng),
+                      group).scheme == "vanilla"
+    # Kd = 1: a plane is the whole kernel group, so plane pruning is vanilla
+    w, _ = _plane_weight((32, 16, 1, 3, 3), 0.5, group, rng)
+    assert S.classify(w, group).scheme == "vanilla"
+    # Kh = Kw = 1: every unit is a plane; the pattern is reported as the KGS it also is
+    w, _ = _plane_weight((32, 16, 3, 1, 1), 0.5, group, rng)
+    assert S.classify(w, group).scheme == "kgs"
+
+
+def test_plane_mask_bad_input_is_named():
+    with pytest.raises(S.SparsityFormatError, match=r"layer7.*5-D"):
+        S.plane_mask(np.zeros((8, 4, 3, 3), np.float32), (8, 4), name="layer7")
+    with pytest.raises(S.SparsityFormatError, match=r"layer7.*larger"):
+        S.plane_mask(np.zeros((8, 4, 3, 3, 3), np.float32), (16, 4), name="layer7")

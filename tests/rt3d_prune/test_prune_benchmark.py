@@ -31,6 +31,33 @@ def test_decision_rule():
     assert bench.verdict(-0.01, -0.005, threshold=-0.015, margin=0.0) == "shown"
 
 
+def test_plane_arm_twins_the_kgs_rows_and_is_judged():
+    bench = _bench()
+    config = bench.with_plane(bench.QUICK)
+    assert config.rows == (*bench.QUICK.rows, "heuristic/plane", "group_lasso/plane",
+                           "reweighted/plane", "admm/plane")
+    assert bench.with_plane(config) == config  # idempotent
+    sparsity = bench._sparsity(config, "reweighted/plane")
+    assert sparsity.scheme == "plane" and sparsity.rates == bench._sparsity(
+        config, "reweighted/kgs").rates  # the same per-layer rates: equal MACs
+    assert bench._choice_key("reweighted/kgs") == "reweighted"
+    assert bench._choice_key("reweighted/plane") == "reweighted/plane"
+    # fabricated test top-1 over 4 replicates: KGS ahead of plane by 3 points (heuristic),
+    # level with it (reweighted)
+    top = {"heuristic/kgs": 0.60, "heuristic/plane": 0.57, "reweighted/kgs": 0.62,
+           "reweighted/plane": 0.62}
+    rows = [{"dense_seed": d, "order_seed": o, "row": row,
+             "test_top1": value + 0.002 * (d + 2 * o) * (row.endswith("plane"))}
+            for d in (0, 1) for o in (0, 1) for row, value in top.items()]
+    result = {"config": {"rows": list(top)}, "rows": rows,
+              "dense": [{"seed": 0, "test_top1": 0.63}, {"seed": 1, "test_top1": 0.63}]}
+    found = {v["claim"]: v for v in bench.verdicts(result)}
+    assert found["KGS - plane (heuristic)"]["verdict"] == "shown"
+    assert found["KGS - plane (reweighted)"]["verdict"] == "refuted"
+    assert found["KGS - plane (heuristic)"]["mean"] == pytest.approx(0.027, abs=1e-9)
+    assert "reweighted - heuristic" in found  # the existing claims are still judged
+
+
 @pytest.mark.slow
 def test_quick_benchmark_pipeline(tmp_path):
     bench = _bench()

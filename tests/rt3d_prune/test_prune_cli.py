@@ -64,6 +64,26 @@ def test_prune_generated_end_to_end(tmp_path):
     assert classify(w, (8, 4)).scheme == "vanilla"
 
 
+def test_prune_oneshot_plane_scheme(tmp_path, capsys):
+    from rt3d_prune.schemes import SCHEMES
+
+    out = tmp_path / "small.pt"
+    assert _run(["prune", "--model", "c3d_small", "--preset", "c3d_small-3.6x", "--scheme",
+                 "plane", "--method", "oneshot", "--out", str(out)]) == 0
+    capsys.readouterr()
+    model, meta = load_checkpoint(out)
+    assert meta["pruning"]["scheme"] == "plane"
+    for name in ("conv2", "conv3b", "conv5b"):
+        assert classify(model.get_submodule(name).weight.detach().numpy(),
+                        (8, 4)).scheme == "plane", name
+    # the parser spells the schemes out (importing them would import torch): keep in step
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    prune = parser._subparsers._group_actions[0].choices["prune"]
+    scheme = next(a for a in prune._actions if a.dest == "scheme")
+    assert tuple(scheme.choices) == SCHEMES
+
+
 def test_bad_group_and_preset(tmp_path):
     with pytest.raises(SystemExit):
         _run(["prune", "--model", "c3d", "--preset", "c3d-3.6x", "--group", "8by4",

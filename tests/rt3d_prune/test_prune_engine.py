@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from rt3d_passes.sparsity import classify
 from rt3d_prune import engine as engine_mod
 from rt3d_prune.config import ADMMConfig, MethodConfig, RegularizerConfig, SparsityConfig
 from rt3d_prune.distributed import Runtime
@@ -69,6 +70,25 @@ def test_every_method_reaches_the_pattern(method, tmp_path):
         assert info["admm_updates"] == 1 and rows[1]["admm_rho"] == pytest.approx(0.1)
     if method != "heuristic":
         assert rows[0]["penalty"] > 0 and rows[-1]["penalty"] == 0
+
+
+@pytest.mark.parametrize("method", ["heuristic", "group_lasso", "reweighted", "admm"])
+def test_every_method_reaches_a_plane_pattern(method):
+    """One epoch of each phase with the Winograd-compatible scheme: the squashed weights are
+    whole kd planes at the rates, which the compiler's contract reads back as "plane"."""
+    sparsity = _SPARSE.replace(scheme="plane")
+    config = dataclasses.replace(_method(method), reg_epochs=1, finetune_epochs=1, rounds=1,
+                                 admm=ADMMConfig(rho=1e-2, stages=1))
+    model = _model()
+    info = run_pruning(model, sparsity, config, _data(16), _engine(), input_shape=_SHAPE)
+    assert info["scheme"] == "plane"
+    for name, rate in sparsity.rates:
+        w = model.get_submodule(name).weight.detach()
+        found = classify(w.numpy(), (8, 4), name=name)
+        assert found.scheme == "plane", (name, found)
+        assert found.kept_fraction == pytest.approx(1 - rate, abs=0.02), name
+        planes = group_norms(w, "plane", (8, 4))
+        assert float((planes == 0).float().mean()) == pytest.approx(rate, abs=0.02), name
 
 
 @pytest.mark.parametrize("method", ["reweighted", "admm"])

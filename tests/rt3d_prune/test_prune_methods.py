@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from rt3d_passes.sparsity import classify
 from rt3d_prune.admm import ADMMRegularizer, project
 from rt3d_prune.config import ADMMConfig, MethodConfig, RegularizerConfig, SparsityConfig
 from rt3d_prune.regularizer import GroupRegularizer
@@ -111,7 +112,7 @@ def _all_or_nothing(weight: torch.Tensor, scheme: str, group: tuple[int, int]) -
     return bool(((norms == 0) | (ones == sizes)).all())
 
 
-@pytest.mark.parametrize("scheme", ["kgs", "vanilla"])
+@pytest.mark.parametrize("scheme", ["kgs", "plane", "vanilla"])
 @pytest.mark.parametrize("group", [(8, 4), (4, 4), (16, 8), (3, 5)])
 @pytest.mark.parametrize("rate", [0.25, 0.6, 0.85])
 @pytest.mark.parametrize("balanced", [True, False])
@@ -124,7 +125,8 @@ def test_admm_projection_is_exact(scheme, group, rate, balanced):
     zero = float((z == 0).float().mean())
     # within one group's share of what is ranked together (a row when balanced KGS)
     mg, ng = -(-32 // group[0]), -(-24 // group[1])
-    ranked = ng * 27 if scheme == "kgs" and balanced else mg * ng * (27 if scheme == "kgs" else 1)
+    per_group = {"kgs": 27, "plane": 3, "vanilla": 1}[scheme]  # units per kernel group
+    ranked = ng * per_group if scheme != "vanilla" and balanced else mg * ng * per_group
     assert zero == pytest.approx(rate, abs=max(0.03, 1.0 / ranked))
     kept = z != 0
     torch.testing.assert_close(z[kept], weight[kept])  # kept groups untouched
@@ -206,7 +208,7 @@ def test_method_config_phases_and_bad_values():
         TrainConfig(schedule="linear")
 
 
-@pytest.mark.parametrize("scheme", ["kgs", "vanilla"])
+@pytest.mark.parametrize("scheme", ["kgs", "plane", "vanilla"])
 def test_sparsifier_masks_round_trip_through_the_state_dict(scheme):
     config = SparsityConfig(scheme=scheme, rates={"conv1": 0.5, "conv2": 0.75})
     model = _model()
@@ -222,3 +224,24 @@ def test_sparsifier_masks_round_trip_through_the_state_dict(scheme):
         assert torch.equal(sp2.masks()[name], mask)
     sp2.squash_mask()
     torch.testing.assert_close(other.conv2.weight, model.conv2.weight)
+
+
+def test_admm_pulls_weights_onto_a_plane_pattern():
+    model = _model()
+    sparsity = _SPARSE.replace(scheme="plane")
+    admm = ADMMRegularizer(model, sparsity, ADMMConfig(rho=5.0))
+    # Z is exactly plane-pruned at the rate (75 %), balanced: every output group keeps 3 of
+    # its 4 x 3 planes
+    z = admm.Z["conv2"]
+    planes = group_norms(z, "plane", (8, 4))
+    assert planes.shape == (2, 4, 3)
+    assert ((planes != 0).flatten(1).sum(1) == 3).all()
+    assert classify(z.numpy(), (8, 4)).scheme == "plane"
+    before = admm.residuals()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(10):
+        opt.zero_grad()
+        admm.penalty().backward()
+        opt.step()
+    admm.update()
+    assert all(admm.residuals()[n] < 0.5 * before[n] for n in before)

@@ -83,3 +83,36 @@ def test_penalty_flows_through_masked_weights_and_mac_weighting():
     reg.penalty().backward()
     grad = model.conv2.parametrizations.weight.original.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+def _plane_norms(conv):
+    return conv.weight.detach().square().sum(dim=(0, 1, 3, 4)).sqrt()  # per kd (one group)
+
+
+@pytest.mark.parametrize("reweighted", [True, False])
+def test_plane_penalty_is_differentiable_and_shrinks_small_planes(reweighted):
+    torch.manual_seed(0)
+    conv = nn.Conv3d(4, 8, 3, bias=False)
+    model = nn.Sequential(conv)
+    with torch.no_grad():
+        conv.weight[:, :, 0] *= 0.02  # kd = 0: a small plane
+        conv.weight[:, :, 2] = 0.0  # kd = 2: a plane already at zero
+    reg = GroupRegularizer(model, SparsityConfig(scheme="plane", rates={"0": 0.5}),
+                           RegularizerConfig(strength=0.01, reweighted=reweighted, eps=1e-3))
+    assert reg.coeffs["0"].shape == (1, 1, 3)
+    before = _plane_norms(conv)
+    reg.penalty().backward()
+    grad = conv.weight.grad
+    assert torch.isfinite(grad).all()  # no NaN from the zero plane's norm
+    assert grad[:, :, :2].abs().sum() > 0 and (grad[:, :, 2] == 0).all()
+    # the gradient is the plane norm's: the same direction for every (kh, kw) of a plane
+    ratio = (grad[:, :, 1] / conv.weight[:, :, 1]).detach()
+    torch.testing.assert_close(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-4, atol=0)
+    with torch.no_grad():
+        conv.weight -= 1e-4 * grad  # small: no overshoot
+    after = _plane_norms(conv)
+    relative = (before[:2] - after[:2]) / before[:2]
+    if reweighted:
+        assert relative[0] > 10 * relative[1]  # the small plane is pulled far harder
+    else:
+        assert relative[0] > relative[1] > 0  # lasso: the same step, larger share of a small one

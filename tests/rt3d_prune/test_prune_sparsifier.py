@@ -114,3 +114,37 @@ def test_balanced_groups_compile_without_padding(balanced):
     sp.squash_mask()
     packed = compact(model.conv3b.weight.detach().numpy(), (8, 4))
     assert bool(packed.computed_macs == packed.kept_macs) is balanced
+
+
+def test_plane_rates_are_met_with_whole_planes():
+    model = _small()
+    config = SparsityConfig(scheme="plane", rates={"conv2": 0.5, "conv3b": 0.75})
+    sp = GroupSparsifier()
+    sp.prepare(model, config)
+    sp.step()
+    assert sp.masks()["conv3b"].shape == (8, 16, 3)  # [Mg, Ng, Kd]
+    fractions = sp.pruned_fractions()
+    assert fractions["conv2"] == pytest.approx(0.5, abs=0.02)
+    assert fractions["conv3b"] == pytest.approx(0.75, abs=0.02)
+    sp.squash_mask()
+    for name, rate in config.rates:
+        info = classify(model.get_submodule(name).weight.detach().numpy(), (8, 4), name=name)
+        assert info.scheme == "plane", name
+        assert info.kept_fraction == pytest.approx(1 - rate, abs=0.02)
+        assert info.computed_macs == info.kept_macs  # balanced: no padding slots
+
+
+@pytest.mark.parametrize(
+    ("layer", "match"),
+    [("fc6", r"'fc6'.*plane scheme.*Linear.*2-D"),  # not a conv3d weight
+     ("conv1", "'conv1'.*larger than")],
+)
+def test_plane_on_a_bad_layer_fails_at_prepare_naming_it(layer, match):
+    with pytest.raises(ValueError, match=match):
+        GroupSparsifier().prepare(_small(), SparsityConfig(scheme="plane", rates={layer: 0.5}))
+
+
+def test_plane_on_a_conv2d_fails_naming_the_layer():
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3))
+    with pytest.raises(ValueError, match=r"'0'.*plane scheme.*Conv2d.*4-D"):
+        GroupSparsifier().prepare(model, SparsityConfig(scheme="plane", rates={"0": 0.5}))
