@@ -70,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gap-ms", type=float, default=50.0, help="untimed pause before runs")
     parser.add_argument("--peers", nargs="+", help="peers to run (default: all)")
     parser.add_argument("--tuning-db", help="RT3D tuning database directory (rt3d tune)")
+    parser.add_argument("--winograd", choices=("both", "on", "off"), default="both",
+                        help="RT3D's Winograd layers: 'both' (default) also times the pruned "
+                             "model with every layer on the direct kernel ('RT3D sparse, no "
+                             "Winograd'), 'on' / 'off' compile every build one way")
     parser.add_argument("--profile", action="store_true",
                         help="print the per-op (per-layer) time of the RT3D sparse model")
     parser.add_argument("--memory", action="store_true",
@@ -137,6 +141,7 @@ def prepare_rows(args, models, builds, workdir: Path) -> tuple[list[dict], dict[
     x = models.x.numpy()
     with torch.no_grad():
         refs = {"sparse": models.pruned(models.x).numpy(), "dense": models.dense(models.x).numpy()}
+    refs["sparse, no Winograd"] = refs["sparse"]
     rows, runners = [], {}
     for name in args.peer_list:
         result, runner = prepare_peer(get_peer(name), models.pruned, models.x, refs["sparse"],
@@ -147,10 +152,9 @@ def prepare_rows(args, models, builds, workdir: Path) -> tuple[list[dict], dict[
         rows.append(row)
         if runner is not None:
             runners[name] = runner.run
-    for key in ("dense", "sparse"):
-        build = builds[key]
+    for key, build in builds.items():
         run = build.runner()
-        model = "pruned model" if key == "sparse" else "unpruned model"
+        model = "unpruned model" if key == "dense" else "pruned model"
         info = {"compile_s": build.compile_s, "weight_bytes": build.weight_bytes,
                 "threads": args.threads_now,
                 "kgs_layers": sum(bool(r.rewrite) for r in build.reports),
@@ -174,17 +178,22 @@ def time_rows(args, rows: list[dict], runners: dict, x) -> None:
 
 
 def compile_builds(args, models) -> dict[str, Any]:
-    """RT3D sparse (pruned model) and RT3D dense (unpruned), same pipeline and database."""
+    """RT3D sparse (pruned model) and RT3D dense (unpruned), same pipeline and database, and
+    with ``--winograd both`` the pruned model on the direct kernel alone."""
     from benchmarks.e2e.rt3d import compile_rt3d, open_tuning_db
     from rt3d_passes.target import host_target
 
     target = host_target(max(args.thread_list))
     database = open_tuning_db(args.tuning_db, target)
     builds = {}
-    for key, model in (("sparse", models.pruned), ("dense", models.dense)):
+    winograd = args.winograd != "off"
+    variants = [("sparse", models.pruned, winograd), ("dense", models.dense, winograd)]
+    if args.winograd == "both":
+        variants.append(("sparse, no Winograd", models.pruned, False))
+    for key, model, wino in variants:
         print(f"compiling RT3D {key} ({'tuned' if database else 'default schedules'}) ...",
               flush=True)
-        builds[key] = compile_rt3d(key, model, models.x, target, database)
+        builds[key] = compile_rt3d(key, model, models.x, target, database, winograd=wino)
         print(f"  {builds[key].compile_s:.0f} s", flush=True)
     return builds
 

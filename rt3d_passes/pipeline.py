@@ -77,7 +77,7 @@ def rt3d_pipeline(
         if "gpu" in tgt.keys:
             phases = [
                 # Phase 1: RT3D graph rewrite (direct kernel only: Winograd has no GPU schedule)
-                rt3d_rewrite(_direct_only(opts, tgt), fuse_epilogue),
+                rt3d_rewrite(opts.for_target(tgt), fuse_epilogue),
                 # Phase 2: RT3D's schedules: tuned ones from the database, then the untuned
                 # defaults (both mark tirx.is_scheduled, so later passes leave them alone)
                 apply_database(db),
@@ -109,17 +109,6 @@ def rt3d_pipeline(
             return tvm.transform.Sequential(phases, name="RT3DPipeline")(mod)
 
     return _pipeline
-
-
-def _direct_only(options: RewriteOptions, target: Target) -> RewriteOptions:
-    """``options`` without Winograd, for targets that have no Winograd schedule; a Winograd
-    forced on such a target is an error naming the layers."""
-    forced = sorted(k for k, v in options.algorithms if v != "direct")
-    if forced:
-        raise ValueError(f"Winograd forced for {', '.join(forced)}, but target "
-                         f"{target.kind.name} ({', '.join(target.keys)}) has no Winograd "
-                         "schedule (CPU targets only)")
-    return RewriteOptions.of(options, winograd=False)
 
 
 def _database(database, target: Target):

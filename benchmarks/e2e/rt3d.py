@@ -72,7 +72,7 @@ def constant_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[int, l
         if _tensor_bytes(expr):
             seen[hash(expr)] = _tensor_bytes(expr)
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir" \
-                and expr.args[0].name_hint.startswith("kgs_conv3d"):
+                and expr.args[0].name_hint.startswith(RT3D_CONV_SYMBOLS):
             conv.append(sum(_tensor_bytes(f) for f in expr.args[1].fields[1:]))
 
     for func in rewritten.functions.values():
@@ -81,16 +81,18 @@ def constant_bytes(mod: tvm.IRModule, target: tvm.target.Target) -> tuple[int, l
     return sum(seen.values()), conv
 
 
-def compile_rt3d(name: str, model, x, target, database=None) -> Rt3dBuild:
-    """Import ``model`` with ``from_torch`` and compile it with the ``rt3d`` pipeline."""
+def compile_rt3d(name: str, model, x, target, database=None,
+                 winograd: bool = True) -> Rt3dBuild:
+    """Import ``model`` with ``from_torch`` and compile it with the ``rt3d`` pipeline
+    (``winograd=False``: every layer on the direct kernel)."""
     import rt3d_passes
 
     mod = rt3d_passes.from_torch(model, (x,))
     start = time.perf_counter()
     ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
-        "rt3d", target=target, include_dense=True, database=database))
+        "rt3d", target=target, include_dense=True, winograd=winograd, database=database))
     seconds = time.perf_counter() - start
-    reports = rt3d_passes.inspect(mod)
+    reports = rt3d_passes.inspect(mod, winograd=winograd)
     from rt3d_passes.transform.analysis import LAYER_NAMES_ATTR
 
     names = [str(n) for n in (mod["main"].attrs or {}).get(LAYER_NAMES_ATTR, [])]
@@ -103,9 +105,10 @@ def profile_ops(build: Rt3dBuild, x: np.ndarray, runs: int = 3) -> list[dict[str
     """Per-layer wall time of the VM (TVM 0.27's VM has no ``profile=True``: a VM instrument
     times every ``Call`` instruction). Median over ``runs`` calls after one warm-up.
 
-    The i-th ``kgs_conv3d*`` call is the i-th conv3d layer (every conv3d goes through RT3D's
-    operator, ``include_dense=True``), so conv rows carry the torch layer name; other ops are
-    summed per PrimFunc. Sorted by time, with each row's share of the summed op time.
+    The i-th ``kgs_conv3d*`` / ``winograd_conv3d*`` call is the i-th conv3d layer (every
+    conv3d goes through RT3D's operators, ``include_dense=True``), so conv rows carry the
+    torch layer name; other ops are summed per PrimFunc. Sorted by time, with each row's
+    share of the summed op time.
     """
     vm = relax.VirtualMachine(build.executable, tvm.cpu())
     per_run: list[list[tuple[str, float]]] = []
@@ -130,7 +133,7 @@ def profile_ops(build: Rt3dBuild, x: np.ndarray, runs: int = 3) -> list[dict[str
 def _summarize_calls(per_run: list[list[tuple[str, float]]],
                      layer_names: list[str]) -> list[dict[str, Any]]:
     calls = per_run[0]
-    convs = [i for i, (sym, _) in enumerate(calls) if sym.startswith("kgs_conv3d")]
+    convs = [i for i, (sym, _) in enumerate(calls) if sym.startswith(RT3D_CONV_SYMBOLS)]
     label_of = {i: calls[i][0] for i in range(len(calls))}
     if len(convs) == len(layer_names):
         label_of.update({i: f"{calls[i][0]} [{layer_names[k]}]" for k, i in enumerate(convs)})
@@ -146,6 +149,9 @@ def _summarize_calls(per_run: list[list[tuple[str, float]]],
         r["share"] = r["ms"] / total
     return sorted(rows.values(), key=lambda r: -r["ms"])
 
+
+#: Symbols of RT3D's conv3d operators' PrimFuncs (direct KGS and Winograd).
+RT3D_CONV_SYMBOLS = ("kgs_conv3d", "winograd_conv3d")
 
 #: (substring, kind) of a VM call or a torch op, first match wins: the kinds both profiles use.
 OP_KINDS = (

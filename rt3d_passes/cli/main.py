@@ -25,18 +25,44 @@ def _shape(text: str) -> tuple[int, ...]:
             from None
 
 
+def _algorithm(text: str) -> tuple[str, str]:
+    layer, sep, algorithm = text.partition("=")
+    if not sep or not layer:
+        raise argparse.ArgumentTypeError(f"--algorithm must look like conv4a=winograd, got "
+                                         f"{text!r}")
+    return layer, algorithm
+
+
+def _algorithm_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-winograd", action="store_true",
+                   help="every layer on the direct kernel (results closest to PyTorch's)")
+    p.add_argument("--algorithm", type=_algorithm, action="append", default=[],
+                   metavar="LAYER=ALGO", help="force a layer's algorithm: direct, winograd, "
+                   "winograd2 or winograd4 (repeatable; layer names as `rt3d inspect` prints)")
+
+
+def _options(args: argparse.Namespace, **fields):
+    """The ``RewriteOptions`` of the command line (``fields``: more fields)."""
+    from ..transform import RewriteOptions
+
+    return RewriteOptions.of(winograd=False if args.no_winograd else None,
+                             algorithms=dict(args.algorithm) or None, **fields)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ..transform import RewriteOptions, format_reports, inspect
+    from ..transform import format_reports, inspect
     from .model_spec import load_model_file
 
     mod = load_model_file(args.path, model=args.model, input_shape=args.input_shape)
-    options = RewriteOptions.of(min_mac_reduction=args.min_mac_reduction, group=args.group,
-                                include_dense=False if args.sparse_only else None)
+    options = _options(args, min_mac_reduction=args.min_mac_reduction, group=args.group,
+                       include_dense=False if args.sparse_only else None)
     reports = inspect(mod, options)
     if args.json:
         print(json.dumps([dict(layer=r.layer, weight_shape=r.weight_shape, scheme=r.scheme,
                                group=r.group, dense_macs=r.dense_macs, kept_macs=r.kept_macs,
-                               rewrite=r.rewrite, kernel=r.kernel, reason=r.reason)
+                               rewrite=r.rewrite, kernel=r.kernel, reason=r.reason,
+                               algorithm=r.algorithm, winograd_tile=r.winograd_tile,
+                               algorithm_reason=r.algorithm_reason)
                           for r in reports], indent=1))
     else:
         print(format_reports(reports))
@@ -84,7 +110,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     mod = model_from_spec(args.model, preset=args.preset, input_shape=args.input_shape)
     work_dir = args.work_dir or f"work_dirs/{args.model}-{args.target}"
     try:
-        summary = tune_model(mod, target, work_dir, trials_per_task=args.trials, rpc=rpc)
+        summary = tune_model(mod, target, work_dir, trials_per_task=args.trials, rpc=rpc,
+                             options=_options(args))
     except KeyboardInterrupt:
         # records are appended as they are measured; the database stays whole (a truncated
         # last line is repaired on open), so the same command resumes
@@ -110,7 +137,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     target = get_target(args.target)
     mod = model_from_spec(args.model, preset=args.preset, input_shape=args.input_shape)
-    pipeline = relax.get_pipeline("rt3d", target=target, database=args.tuning_db)
+    pipeline = relax.get_pipeline("rt3d", target=target, options=_options(args),
+                                  database=args.tuning_db)
     ex = tvm.compile(mod, target, relax_pipeline=pipeline)
     out = args.output or f"{args.model.replace('/', '_')}-{args.target}.so"
     host = target.host or target
@@ -162,12 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report what a rewrite of the pruned layers only would do (the pipeline "
                         "also compiles unpruned layers with RT3D's dense kernel)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _algorithm_args(p)
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("demo", help="end-to-end demo: prune, compile, check, time")
     p.add_argument("--model", default="c3d_small")
     p.add_argument("--preset", help="pruning preset (default: the model's paper preset)")
-    p.add_argument("--scheme", default="kgs", choices=["kgs", "vanilla"])
+    p.add_argument("--scheme", default="kgs", choices=["kgs", "vanilla", "plane"])
     p.add_argument("--group", type=parse_group, default=(8, 4))
     p.add_argument("--runs", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
@@ -188,12 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-tracker", help="HOST:PORT of an RPC tracker to measure on")
     p.add_argument("--rpc-key", help="device key registered on the tracker")
     p.add_argument("--rpc-timeout", type=int, default=30, help="seconds")
+    _algorithm_args(p)
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("compile", help="compile a model with the rt3d pipeline")
     model_args(p)
     p.add_argument("--tuning-db", help="database directory written by `rt3d tune`")
     p.add_argument("-o", "--output", help="shared library to write")
+    _algorithm_args(p)
     p.set_defaults(func=_cmd_compile)
 
     # everything after `bench` goes to the script: prefix "+" so "--model" etc. stay positional

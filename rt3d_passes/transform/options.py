@@ -75,6 +75,19 @@ class RewriteOptions:
                              f"{', '.join(ALGORITHMS)}")
         object.__setattr__(self, "algorithms", pairs)
 
+    def for_target(self, target) -> RewriteOptions:
+        """These options for ``target``: unchanged on CPUs; without Winograd on GPU targets,
+        which have no Winograd schedule (a Winograd forced there is an error naming the
+        layers)."""
+        if "gpu" not in target.keys:
+            return self
+        forced = sorted(k for k, v in self.algorithms if v != "direct")
+        if forced:
+            raise ValueError(f"Winograd forced for {', '.join(forced)}, but target "
+                             f"{target.kind.name} ({', '.join(target.keys)}) has no Winograd "
+                             "schedule (CPU targets only)")
+        return dataclasses.replace(self, winograd=False)
+
     def forced_algorithm(self, layer: str) -> str | None:
         """The algorithm forced for ``layer``, if any."""
         return dict(self.algorithms).get(layer)

@@ -38,7 +38,8 @@ def extract_tasks(mod: tvm.IRModule, target: Target, options: RewriteOptions | N
     here applies there.
     """
     with target:
-        rewritten = rt3d_rewrite(options, fuse_epilogue)(mod)
+        rewritten = rt3d_rewrite(RewriteOptions.of(options).for_target(target),
+                                 fuse_epilogue)(mod)
     calls: dict[str, list[relax.Call]] = {}
 
     def _visit(expr):
