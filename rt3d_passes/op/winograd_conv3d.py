@@ -212,18 +212,35 @@ def winograd_offsets(columns: np.ndarray, counts: np.ndarray,
     return off.astype(np.int32)
 
 
-def _transform_terms(mat_left: np.ndarray, mat_right: np.ndarray):
-    """``[(i, j) -> [(coef, r1, r2), ...]]``: the nonzero terms of ``sum_{r1, r2}
-    L[r1, i] R[r2, j] x[r1, r2]`` for every output ``(i, j)``, built once in Python so the
-    generated code holds only the nonzero constant products."""
-    terms = {}
-    for i in range(mat_left.shape[1]):
-        for j in range(mat_right.shape[1]):
-            terms[i, j] = [(float(mat_left[r1, i] * mat_right[r2, j]), r1, r2)
-                           for r1 in range(mat_left.shape[0])
-                           for r2 in range(mat_right.shape[0])
-                           if mat_left[r1, i] * mat_right[r2, j] != 0]
-    return terms
+def _transform(mat: np.ndarray, load, dtype: str) -> dict:
+    """``{(i, j): sum_{r1, r2} L[r1, i] L[r2, j] x[r1, r2]}`` as TIR expressions, with
+    ``L = mat`` and ``x[r1, r2] = load(r1, r2)``, written separably: the row sums
+    ``s[r1, j] = sum_{r2} L[r2, j] x[r1, r2]`` are the same expression in every output of
+    column ``j``, so the compiler computes each once when the outputs are unrolled (676
+    terms per F(4x4) input tile become 2 x 6 x 26), and zero / unit coefficients never reach
+    the code."""
+    rows, cols = mat.shape
+    inner = {(r1, j): _weighted_sum([(float(mat[r2, j]), r2) for r2 in range(rows)],
+                                    lambda r2, r1=r1: load(r1, r2), dtype)
+             for r1 in range(rows) for j in range(cols)}
+    return {(i, j): _weighted_sum([(float(mat[r1, i]), r1) for r1 in range(rows)],
+                                  lambda r1, j=j: inner[r1, j], dtype)
+            for i in range(cols) for j in range(cols)}
+
+
+def _weighted_sum(terms, value, dtype: str):
+    """``sum coef * value(k)`` over the nonzero ``(coef, k)`` terms."""
+    total = None
+    for coef, k in terms:
+        if coef == 0:
+            continue
+        v = value(k)
+        if coef == -1.0:
+            v = -v
+        elif coef != 1.0:
+            v = tirx.const(coef, dtype) * v
+        total = v if total is None else total + v
+    return total if total is not None else tirx.const(0, dtype)
 
 
 def _select(index_i, index_j, exprs: dict):
@@ -234,18 +251,6 @@ def _select(index_i, index_j, exprs: dict):
     for i, j in reversed(keys[:-1]):
         value = tirx.Select(tirx.all(index_i == i, index_j == j), exprs[i, j], value)
     return value
-
-
-def _weighted_sum(terms, load, dtype: str):
-    total = None
-    for coef, r1, r2 in terms:
-        v = load(r1, r2)
-        if coef == -1.0:
-            v = -v
-        elif coef != 1.0:
-            v = tirx.const(coef, dtype) * v
-        total = v if total is None else total + v
-    return total if total is not None else tirx.const(0, dtype)
 
 
 def winograd_conv3d_te(
@@ -328,7 +333,6 @@ def winograd_conv3d_te(
     xpad = te.compute((n_batch, chans * dp * hp * wp), _pad, name=WINOGRAD_PAD_BLOCK,
                       attrs={"schedule_rule": NO_SCHEDULE_RULE})
 
-    pack_terms = _transform_terms(b_mat, b_mat)
 
     def _pack(n, e, f):
         # f enumerates (c, dp, th, tw); schedules split it into these loops
@@ -337,8 +341,7 @@ def winograd_conv3d_te(
         th = f % tiles // n_w
         tw = f % n_w
         base = ((c * dp + d) * hp + th * m) * wp + tw * m
-        exprs = {ij: _weighted_sum(t, lambda r1, r2: xpad[n, base + r1 * wp + r2], dtype)
-                 for ij, t in pack_terms.items()}
+        exprs = _transform(b_mat, lambda r1, r2: xpad[n, base + r1 * wp + r2], dtype)
         return _select(e // alpha, e % alpha, exprs)
 
     packed = te.compute((n_batch, alpha * alpha, chans * dp * tiles), _pack,
@@ -352,12 +355,10 @@ def winograd_conv3d_te(
     bgemm = te.compute((n_batch, alpha * alpha, g_count * gm, od * tiles), _bgemm,
                        name=WINOGRAD_BGEMM_BLOCK,
                        attrs={"schedule_rule": WINOGRAD_SCHEDULE_RULE})
-    inverse_terms = _transform_terms(a_mat, a_mat)
 
     def _inverse(n, mo, d, h, w):
         q = d * tiles + h // m * n_w + w // m
-        exprs = {ij: _weighted_sum(t, lambda r1, r2: bgemm[n, r1 * alpha + r2, mo, q], dtype)
-                 for ij, t in inverse_terms.items()}
+        exprs = _transform(a_mat, lambda r1, r2: bgemm[n, r1 * alpha + r2, mo, q], dtype)
         return _select(h % m, w % m, exprs)
 
     out_shape = (n_batch, int(out_channels), od, oh, ow)

@@ -5,12 +5,15 @@ Each eligible layer (``k x 3 x 3``, stride 1, undilated, groups 1, see
 CPU's vector FMA peak:
 
 * **direct**: the MACs the direct operator executes (kept columns, sparse or dense) over its
-  efficiency :data:`DIRECT_EFFICIENCY`;
+  efficiency :data:`DIRECT_EFFICIENCY`, plus its weights' bytes at :data:`WEIGHT_BYTE_COST`;
 * **Winograd F(2x2, 3x3) and F(4x4, 3x3)**: the transformed-domain GEMMs' MACs (``alpha^2``
   per tile, over the ``(c, kd)`` columns any kernel of an output group keeps: a plane-pruned
   layer computes only its kept planes, a KGS layer with holes inside planes computes them all)
-  over :data:`BGEMM_EFFICIENCY`, plus the input and output transforms: their scalar terms per
-  tile (``B^T d B``: 64 for F(2x2), 676 for F(4x4); ``A^T M A``: 36 and 324) at
+  over :data:`BGEMM_EFFICIENCY`; the transformed weights' bytes (``alpha^2 / 9`` times the
+  kernel's: 1.8x for F(2x2), 4x for F(4x4) -- on small maps with many channels, C3D's
+  conv5 and R(2+1)D's layer4, streaming them costs more than the multiplications saved); and
+  the input and output transforms: their scalar terms per tile, computed separably
+  (``B^T d B``: 64 for F(2x2), 312 for F(4x4); ``A^T M A``: 36 and 180) at
   :data:`SCALAR_TERM_COST` each.
 
 Winograd is chosen when its best tile is cheaper than direct by :data:`WINOGRAD_MARGIN`, so a
@@ -38,6 +41,7 @@ __all__ = [
     "BGEMM_EFFICIENCY",
     "DIRECT_EFFICIENCY",
     "SCALAR_TERM_COST",
+    "WEIGHT_BYTE_COST",
     "WINOGRAD_GROUP_M",
     "WINOGRAD_MARGIN",
     "AlgorithmChoice",
@@ -51,15 +55,18 @@ BGEMM_EFFICIENCY = 0.6
 #: Cost of one scalar term of a transform, in vector-MAC equivalents (a scalar multiply-add
 #: against one lane of a 16-lane FMA, both at two per cycle, plus its load).
 SCALAR_TERM_COST = 10.0
+#: Cost of streaming one byte of weights, in vector-MAC equivalents (the FMA peak over the
+#: memory bandwidth of the cores, about 110 G MAC/s against 20-30 GB/s on 2 cores here).
+WEIGHT_BYTE_COST = 4.0
 #: Winograd must be estimated this much faster than direct to be chosen.
 WINOGRAD_MARGIN = 1.25
 #: Output channels per group of a dense layer's transformed weights (the GEMM's register
 #: tile: 8 channels x up to 3 vectors of positions).
 WINOGRAD_GROUP_M = 8
-#: Scalar terms per tile of the input / output transforms, by tile size (nonzero products of
-#: the transform matrices, see :func:`rt3d_passes.op.winograd_conv3d`'s ``_transform_terms``).
-_PACK_TERMS = {2: 64, 4: 676}
-_INVERSE_TERMS = {2: 36, 4: 324}
+#: Scalar terms per tile of the input / output transforms, by tile size: the nonzero
+#: coefficients of the separable transform (``rt3d_passes.op.winograd_conv3d._transform``).
+_PACK_TERMS = {2: 64, 4: 312}
+_INVERSE_TERMS = {2: 36, 4: 180}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +83,9 @@ class AlgorithmChoice:
 
 def _winograd_cost(geo: WinogradGeometry, out_channels: int, columns: int) -> float:
     pack_tiles, inverse_tiles = geo.transform_elements(out_channels)
+    weight_bytes = 4 * geo.alpha**2 * out_channels * columns
     return (geo.bgemm_macs(out_channels, columns) / BGEMM_EFFICIENCY
+            + WEIGHT_BYTE_COST * weight_bytes
             + SCALAR_TERM_COST * (pack_tiles * _PACK_TERMS[geo.tile]
                                   + inverse_tiles * _INVERSE_TERMS[geo.tile]))
 
@@ -130,7 +139,9 @@ def choose_algorithm(
     columns, counts = winograd_columns(weight, gm)
     del columns
     m_out = weight.shape[0]
-    direct = computed_macs / DIRECT_EFFICIENCY
+    voxels = geometry.input_shape[0] * int(np.prod(geometry.output_spatial))
+    direct = (computed_macs / DIRECT_EFFICIENCY
+              + WEIGHT_BYTE_COST * 4 * computed_macs / max(voxels, 1))
     tiles = WINOGRAD_TILES
     if forced in ("winograd2", "winograd4"):
         tiles = (int(forced[-1]),)
