@@ -17,6 +17,7 @@ process or under ``torchrun`` (DistributedDataParallel, one process per device):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -24,7 +25,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ class EngineConfig:
         batch_size: Global batch (all ranks together); must be divisible by the world size.
         workers: DataLoader worker processes per rank (decoding).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        amp: ``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA only) autocast.
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"`` (CUDA only) autocast. bf16 on a CPU trains
+            without oneDNN (see :func:`_without_onednn`): slower, but its gradients are right.
         pin_memory: Pin host batches; ``None``: on when training on CUDA.
         seed: Data order, dropout and initialisation seed.
         progress: tqdm bars on rank 0.
@@ -104,6 +106,29 @@ def _wrap(model: nn.Module, runtime: Runtime) -> nn.Module:
         return model
     ids = [runtime.device.index] if runtime.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+@contextlib.contextmanager
+def _without_onednn(active: bool) -> Iterator[None]:
+    """Run the block with oneDNN (MKL-DNN) off, when ``active``.
+
+    oneDNN's bf16 conv3d weight gradient on CPU (torch 2.13.0+cpu, MKL-DNN v3.12) is wrong on
+    small maps: 32 -> 32 channels, 3x3x3 kernel, padding 1, batch 8, on 2x1x1 or 2x2x2 inputs
+    (c3d_small's conv5a/5b in tests) it is off by 90-100% of its norm and reads uninitialized
+    memory, so a fresh allocation sometimes holds inf/NaN: the loss turned NaN at step 2 in
+    about one run in four with fixed seeds. The same layer on 4x4x4 maps, the forward pass, the
+    input gradient and PyTorch's native bf16 convolution are right (relative error <= 0.5%).
+    Not ``torch.backends.mkldnn.flags``: it also resets TF32 and warns on every call.
+    """
+    if not active:
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -409,43 +434,45 @@ def run_pruning(
                    desc=f"{phase} {epoch + 1}/{len(plan)}", leave=False,
                    disable=not (engine.progress and runtime.is_main))
         lr = cfg.lr
-        for step, (x, y) in enumerate(loader):
-            lr = lr_at(cfg, i * len(loader) + step, len(loader))
-            for group in opt.param_groups:
-                group["lr"] = lr
-            x = x.to(runtime.device, non_blocking=pin)
-            y = y.to(runtime.device, non_blocking=pin)
-            with torch.autocast(runtime.device.type, dtype=amp_dtype or torch.float32,
-                                enabled=amp_dtype is not None):
-                out = net(x)
-                loss = task_loss(out.float(), y)
-                if use_teacher:
-                    with torch.no_grad():
-                        t_out = teacher(x)
-                    w = cfg.distill_weight
-                    loss = (1 - w) * loss + w * distillation_loss(out, t_out,
-                                                                  cfg.distill_temperature)
-            pen = penalty() if penalty is not None else torch.zeros((), device=x.device)
-            total = loss + pen
-            stats = torch.stack([loss.detach().double() * len(y), pen.detach().double() *
-                                 len(y), (out.argmax(1) == y).sum().double(),
-                                 torch.tensor(float(len(y)), dtype=torch.float64,
-                                              device=x.device)]).cpu()
-            if runtime.distributed:
-                dist.all_reduce(stats)  # also makes a NaN on one rank stop every rank
-            if not math.isfinite(float(stats[0])) or not math.isfinite(float(stats[1])):
-                raise NonFiniteLossError(
-                    f"non-finite loss at epoch {epoch + 1} ({phase}), step {step + 1}; "
-                    f"the last good checkpoint is {ckpt_path} (epoch {epoch})"
-                    if ckpt_path is not None else
-                    f"non-finite loss at epoch {epoch + 1} ({phase}), step {step + 1}")
-            sums += stats
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(opt)
-            scaler.update()
-            bar.update(len(y) * runtime.world)
-            bar.set_postfix(loss=f"{float(sums[0] / sums[3]):.3f}", lr=f"{lr:.2g}")
+        # bf16 autocast on CPU: oneDNN's conv3d weight gradient is wrong (see _without_onednn)
+        with _without_onednn(amp_dtype is torch.bfloat16 and runtime.device.type == "cpu"):
+            for step, (x, y) in enumerate(loader):
+                lr = lr_at(cfg, i * len(loader) + step, len(loader))
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                x = x.to(runtime.device, non_blocking=pin)
+                y = y.to(runtime.device, non_blocking=pin)
+                with torch.autocast(runtime.device.type, dtype=amp_dtype or torch.float32,
+                                    enabled=amp_dtype is not None):
+                    out = net(x)
+                    loss = task_loss(out.float(), y)
+                    if use_teacher:
+                        with torch.no_grad():
+                            t_out = teacher(x)
+                        w = cfg.distill_weight
+                        loss = (1 - w) * loss + w * distillation_loss(out, t_out,
+                                                                      cfg.distill_temperature)
+                pen = penalty() if penalty is not None else torch.zeros((), device=x.device)
+                total = loss + pen
+                stats = torch.stack([loss.detach().double() * len(y), pen.detach().double() *
+                                     len(y), (out.argmax(1) == y).sum().double(),
+                                     torch.tensor(float(len(y)), dtype=torch.float64,
+                                                  device=x.device)]).cpu()
+                if runtime.distributed:
+                    dist.all_reduce(stats)  # also makes a NaN on one rank stop every rank
+                if not math.isfinite(float(stats[0])) or not math.isfinite(float(stats[1])):
+                    raise NonFiniteLossError(
+                        f"non-finite loss at epoch {epoch + 1} ({phase}), step {step + 1}; "
+                        f"the last good checkpoint is {ckpt_path} (epoch {epoch})"
+                        if ckpt_path is not None else
+                        f"non-finite loss at epoch {epoch + 1} ({phase}), step {step + 1}")
+                sums += stats
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                scaler.step(opt)
+                scaler.update()
+                bar.update(len(y) * runtime.world)
+                bar.set_postfix(loss=f"{float(sums[0] / sums[3]):.3f}", lr=f"{lr:.2g}")
         bar.close()
         seconds = time.time() - t0
         row = {"epoch": epoch + 1, "phase": phase, "lr": lr,

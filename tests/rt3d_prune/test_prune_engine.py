@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -145,13 +146,15 @@ def test_fp16_on_cpu_is_an_error():
         run_pruning(_model(), _SPARSE, _method("heuristic"), _data(), _engine(amp="fp16"))
 
 
-@pytest.mark.xfail(
-    strict=False, raises=NonFiniteLossError,
-    reason="known bug, cause not found: bf16 autocast on CPU sometimes (about 1 run in 4 of "
-           "this file) turns the regularization phase's loss NaN at step 2 with fixed seeds, "
-           "also at 10x lower lr; any other failure of this test still fails")
 def test_bf16_autocast_on_cpu_runs():
+    # oneDNN's bf16 conv3d weight gradient is wrong on this model's 2x1x1 maps (conv5a/5b) and
+    # sometimes inf/NaN (the loss turned NaN at step 2 in ~1 run in 4): the engine trains bf16
+    # on CPU without oneDNN (engine._without_onednn) and restores the flag after
     model = _model()
     method = MethodConfig(method="reweighted", reg_epochs=1, finetune_epochs=1, rounds=1)
-    run_pruning(model, _SPARSE, method, _data(16), _engine(amp="bf16"), input_shape=_SHAPE)
+    onednn = torch.backends.mkldnn.enabled
+    info = run_pruning(model, _SPARSE, method, _data(16), _engine(amp="bf16"),
+                       input_shape=_SHAPE)
+    assert torch.backends.mkldnn.enabled == onednn
     assert model.conv2.weight.dtype == torch.float32
+    assert all(math.isfinite(v) for v in info["reg_loss"] + info["finetune_loss"])
