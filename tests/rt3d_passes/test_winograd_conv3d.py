@@ -218,3 +218,30 @@ def test_gpu_pipeline_refuses_forced_winograd(block):
     with pytest.raises(ValueError, match=r"Winograd forced for c1.*no Winograd schedule"):
         tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
             "rt3d", target=target, algorithms={"c1": "winograd4"}))
+
+
+@pytest.mark.tuning
+def test_winograd_task_tunes_and_the_tuned_build_matches_torch(tmp_path):
+    """``rt3d tune``'s path: the Winograd operator is a task with its own design space; the
+    records apply to the pipeline's build, which stays correct."""
+    from rt3d_passes.tuning import open_database, tune_model
+
+    rng = np.random.default_rng()
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 4, 8, 8), "float32"))
+    w = rng.standard_normal((32, 16, 3, 3, 3)).astype(np.float32)
+    with bb.function("main", [x]):
+        out = bb.emit(relax.op.nn.conv3d(x, relax.const(w), padding=(1, 1, 1)),
+                      name_hint="conv")
+        bb.emit_func_output(out)
+    mod = bb.get()
+    opts = rt3d_passes.RewriteOptions(algorithms={"conv": "winograd4"})
+    target = rt3d_passes.host_target()
+    (row,) = tune_model(mod, target, tmp_path, trials_per_task=4, options=opts, progress=False)
+    assert row["task"].startswith("winograd_conv3d") and row["records"] >= 2
+    db = open_database(tmp_path, target)
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
+        "rt3d", target=target, options=opts, database=db))
+    xi = rng.standard_normal((1, 16, 4, 8, 8)).astype(np.float32)
+    y = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xi)).numpy()
+    assert rel_error(y, _torch_conv(xi, w, (1, 1, 1))) <= WINOGRAD_RTOL[4]
