@@ -51,6 +51,7 @@ from schedules.contract import (
 from .kgs_conv3d import PAD_OFFSET, Conv3DGeometry
 
 __all__ = [
+    "POSITION_ALIGN",
     "WINOGRAD_RTOL",
     "WINOGRAD_TILES",
     "WinogradGeometry",
@@ -63,6 +64,10 @@ __all__ = [
     "winograd_offsets",
     "winograd_pack_weights",
 ]
+
+#: The transformed-domain GEMM's positions (output depth x tiles) are padded to a multiple
+#: of this (whole vectors in its register tile).
+POSITION_ALIGN = 16
 
 #: Output tile sizes ``m`` of ``F(m x m, 3 x 3)`` the operator supports.
 WINOGRAD_TILES: tuple[int, ...] = (2, 4)
@@ -138,9 +143,10 @@ class WinogradGeometry(Conv3DGeometry):
 
     def bgemm_macs(self, out_channels: int, columns: int) -> int:
         """MACs of the transformed-domain GEMMs for ``columns`` kept ``(c, kd)`` per output
-        channel (all batch elements)."""
+        channel (all batch elements; positions padded to :data:`POSITION_ALIGN`)."""
         n = self.input_shape[0]
-        return n * self.alpha**2 * out_channels * columns * self.output_spatial[0] * self.tiles
+        positions = -(-self.output_spatial[0] * self.tiles // POSITION_ALIGN) * POSITION_ALIGN
+        return n * self.alpha**2 * out_channels * columns * positions
 
     def transform_elements(self, out_channels: int) -> tuple[int, int]:
         """Tiles the input transform and the output transform process (all batch elements)."""
@@ -342,9 +348,17 @@ def winograd_conv3d_te(
         tw = f % n_w
         base = ((c * dp + d) * hp + th * m) * wp + tw * m
         exprs = _transform(b_mat, lambda r1, r2: xpad[n, base + r1 * wp + r2], dtype)
-        return _select(e // alpha, e % alpha, exprs)
+        value = _select(e // alpha, e % alpha, exprs)
+        # zero channels after the last: the padded positions of the GEMM read them
+        return tirx.if_then_else(c < chans, value, tirx.const(0, dtype)) if extra_c else value
 
-    packed = te.compute((n_batch, alpha * alpha, chans * dp * tiles), _pack,
+    # positions q = (od, tile) padded to a multiple of POSITION_ALIGN, so the GEMM's register
+    # tile takes whole vectors (C3D's conv3a with F(4x4): 392 positions, only 8 | 392; with
+    # 400, 16 positions per tile); the padded positions read zero channels, and are dropped
+    q_len = od * tiles
+    q_pad = -(-q_len // POSITION_ALIGN) * POSITION_ALIGN
+    extra_c = -(-(q_pad - q_len) // (dp * tiles))
+    packed = te.compute((n_batch, alpha * alpha, (chans + extra_c) * dp * tiles), _pack,
                         name=WINOGRAD_PACK_BLOCK, attrs={"schedule_rule": NO_SCHEDULE_RULE})
     t = te.reduce_axis((0, t_len), name="t")
 
@@ -352,7 +366,7 @@ def winograd_conv3d_te(
         return te.sum(values[e, mo // gm, t, mo % gm] * packed[n, e, offsets[mo // gm, t] + q],
                       axis=t)
 
-    bgemm = te.compute((n_batch, alpha * alpha, g_count * gm, od * tiles), _bgemm,
+    bgemm = te.compute((n_batch, alpha * alpha, g_count * gm, q_pad), _bgemm,
                        name=WINOGRAD_BGEMM_BLOCK,
                        attrs={"schedule_rule": WINOGRAD_SCHEDULE_RULE})
 

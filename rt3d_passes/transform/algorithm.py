@@ -49,15 +49,15 @@ __all__ = [
 ]
 
 #: Fraction of the FMA peak the direct operator reaches on the layers Winograd competes for.
-DIRECT_EFFICIENCY = 0.7
+DIRECT_EFFICIENCY = 0.8
 #: Fraction of the FMA peak of the Winograd operator's transformed-domain GEMMs.
-BGEMM_EFFICIENCY = 0.6
+BGEMM_EFFICIENCY = 0.75
 #: Cost of one scalar term of a transform, in vector-MAC equivalents (a scalar multiply-add
 #: against one lane of a 16-lane FMA, both at two per cycle, plus its load).
-SCALAR_TERM_COST = 10.0
+SCALAR_TERM_COST = 15.0
 #: Cost of streaming one byte of weights, in vector-MAC equivalents (the FMA peak over the
 #: memory bandwidth of the cores, about 110 G MAC/s against 20-30 GB/s on 2 cores here).
-WEIGHT_BYTE_COST = 4.0
+WEIGHT_BYTE_COST = 5.5
 #: Winograd must be estimated this much faster than direct to be chosen.
 WINOGRAD_MARGIN = 1.25
 #: Output channels per group of a dense layer's transformed weights (the GEMM's register
@@ -84,8 +84,9 @@ class AlgorithmChoice:
 def _winograd_cost(geo: WinogradGeometry, out_channels: int, columns: int) -> float:
     pack_tiles, inverse_tiles = geo.transform_elements(out_channels)
     weight_bytes = 4 * geo.alpha**2 * out_channels * columns
-    return (geo.bgemm_macs(out_channels, columns) / BGEMM_EFFICIENCY
-            + WEIGHT_BYTE_COST * weight_bytes
+    # streaming the weights overlaps the multiplications: the slower of the two counts
+    return (max(geo.bgemm_macs(out_channels, columns) / BGEMM_EFFICIENCY,
+                WEIGHT_BYTE_COST * weight_bytes)
             + SCALAR_TERM_COST * (pack_tiles * _PACK_TERMS[geo.tile]
                                   + inverse_tiles * _INVERSE_TERMS[geo.tile]))
 
@@ -140,8 +141,8 @@ def choose_algorithm(
     del columns
     m_out = weight.shape[0]
     voxels = geometry.input_shape[0] * int(np.prod(geometry.output_spatial))
-    direct = (computed_macs / DIRECT_EFFICIENCY
-              + WEIGHT_BYTE_COST * 4 * computed_macs / max(voxels, 1))
+    direct = max(computed_macs / DIRECT_EFFICIENCY,
+                 WEIGHT_BYTE_COST * 4 * computed_macs / max(voxels, 1))
     tiles = WINOGRAD_TILES
     if forced in ("winograd2", "winograd4"):
         tiles = (int(forced[-1]),)
