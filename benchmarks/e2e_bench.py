@@ -71,9 +71,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peers", nargs="+", help="peers to run (default: all)")
     parser.add_argument("--tuning-db", help="RT3D tuning database directory (rt3d tune)")
     parser.add_argument("--winograd", choices=("both", "on", "off"), default="both",
-                        help="RT3D's Winograd layers: 'both' (default) also times the pruned "
-                             "model with every layer on the direct kernel ('RT3D sparse, no "
-                             "Winograd'), 'on' / 'off' compile every build one way")
+                        help="RT3D's Winograd layers: 'both' (default) also times both models "
+                             "with every layer on the direct kernel ('RT3D sparse, no "
+                             "Winograd', 'RT3D dense, no Winograd'), 'on' / 'off' compile "
+                             "every build one way")
+    parser.add_argument("--scheme", choices=("kgs", "plane", "vanilla"), default="kgs",
+                        help="sparsity scheme of the one-shot pruning at the preset's rates "
+                             "(8x4 groups): kgs (the paper's), plane (Winograd-compatible: "
+                             "whole 3x3 planes, run as sparse Winograd), vanilla")
     parser.add_argument("--profile", action="store_true",
                         help="print the per-op (per-layer) time of the RT3D sparse model")
     parser.add_argument("--memory", action="store_true",
@@ -142,6 +147,7 @@ def prepare_rows(args, models, builds, workdir: Path) -> tuple[list[dict], dict[
     with torch.no_grad():
         refs = {"sparse": models.pruned(models.x).numpy(), "dense": models.dense(models.x).numpy()}
     refs["sparse, no Winograd"] = refs["sparse"]
+    refs["dense, no Winograd"] = refs["dense"]
     rows, runners = [], {}
     for name in args.peer_list:
         result, runner = prepare_peer(get_peer(name), models.pruned, models.x, refs["sparse"],
@@ -154,7 +160,7 @@ def prepare_rows(args, models, builds, workdir: Path) -> tuple[list[dict], dict[
             runners[name] = runner.run
     for key, build in builds.items():
         run = build.runner()
-        model = "unpruned model" if key == "dense" else "pruned model"
+        model = "unpruned model" if key.startswith("dense") else "pruned model"
         info = {"compile_s": build.compile_s, "weight_bytes": build.weight_bytes,
                 "threads": args.threads_now,
                 "kgs_layers": sum(bool(r.rewrite) for r in build.reports),
@@ -189,7 +195,8 @@ def compile_builds(args, models) -> dict[str, Any]:
     winograd = args.winograd != "off"
     variants = [("sparse", models.pruned, winograd), ("dense", models.dense, winograd)]
     if args.winograd == "both":
-        variants.append(("sparse, no Winograd", models.pruned, False))
+        variants += [("sparse, no Winograd", models.pruned, False),
+                     ("dense, no Winograd", models.dense, False)]
     for key, model, wino in variants:
         print(f"compiling RT3D {key} ({'tuned' if database else 'default schedules'}) ...",
               flush=True)
@@ -210,7 +217,7 @@ def run_single(args) -> dict[str, Any]:
     args.threads_now = args.thread_list[0]
     torch.set_num_threads(args.threads_now)
     set_num_threads(args.threads_now)  # warns if the pool started with another count
-    models = build_models(args.zoo_model, args.preset_name)
+    models = build_models(args.zoo_model, args.preset_name, scheme=args.scheme)
     load_before = load_info()
     builds = compile_builds(args, models)
     with tempfile.TemporaryDirectory(prefix="rt3d_e2e_") as tmp:
@@ -224,12 +231,14 @@ def run_single(args) -> dict[str, Any]:
         ceiling = peak.gmacs(args.threads_now)
         entry = {"threads": args.threads_now, "rows": rows, "speedups": report.speedups(rows),
                  "paired_speedups": report.paired_speedups(rows),
-                 "bars": report.bars(args.zoo_model, models.macs, rows, ceiling),
+                 "bars": report.bars(args.zoo_model, models.macs, rows, ceiling,
+                                     scheme=args.scheme),
                  "fma_peak_gmacs": ceiling, "fma_isa": peak.isa,
                  "load_before": load_before, "load_after": load_after}
         print_entry(args, models, entry)
         extras = run_extras(args, models, builds, Path(tmp))
     return {"benchmark": "e2e_bench", "model": args.zoo_model, "preset": args.preset_name,
+            "scheme": args.scheme, "winograd": args.winograd,
             "input_shape": list(models.x.shape), "macs": models.macs, "runs": args.runs,
             "warmup": args.warmup, "gap_ms": args.gap_ms, "peers": args.peer_list,
             "tuning_db": args.tuning_db, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),

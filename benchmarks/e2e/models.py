@@ -68,9 +68,10 @@ class Models:
     macs: dict[str, float]
 
 
-def build_models(name: str, preset: str, seed: int = 0) -> Models:
+def build_models(name: str, preset: str, seed: int = 0, scheme: str = "kgs") -> Models:
     """Build ``name`` with random weights and BN statistics, prune a copy one-shot to
-    ``preset`` (KGS 8x4: latency does not depend on the weight values) and count MACs."""
+    ``preset`` (``scheme`` 8x4, KGS by default: latency does not depend on the weight values)
+    and count MACs."""
     from benchmarks.peers.tiny_model import randomize_bn
     from rt3d_prune.macs import count_macs, total_macs
     from rt3d_prune.models import build_model, default_input_shape
@@ -82,7 +83,7 @@ def build_models(name: str, preset: str, seed: int = 0) -> Models:
         dense = randomize_bn(build_model(name).eval())
     pruned = build_model(name).eval()
     pruned.load_state_dict(dense.state_dict())
-    prune_oneshot(pruned, preset, scheme="kgs", group=(8, 4))
+    prune_oneshot(pruned, preset, scheme=scheme, group=(8, 4))
     dense_macs, _ = total_macs(count_macs(dense, shape))
     _, kept_macs = total_macs(count_macs(pruned, shape))
     macs = {"dense_gmacs": dense_macs / 1e9, "kept_gmacs": kept_macs / 1e9,

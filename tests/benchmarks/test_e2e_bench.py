@@ -49,9 +49,10 @@ def check_payload(payload: dict[str, Any], peers: list[str], tmp_path: Path) -> 
     (entry,) = payload["results"]
     assert entry["threads"] == 2
     rows = {r["name"]: r for r in entry["rows"]}
-    # the default --winograd both adds the pruned model on the direct kernel alone
-    assert set(rows) == {*peers, "RT3D sparse", "RT3D dense", "RT3D sparse, no Winograd"}
-    for name in ("RT3D sparse", "RT3D dense", "RT3D sparse, no Winograd"):
+    # the default --winograd both adds both models on the direct kernel alone
+    ablation = ("RT3D sparse, no Winograd", "RT3D dense, no Winograd")
+    assert set(rows) == {*peers, "RT3D sparse", "RT3D dense", *ablation}
+    for name in ("RT3D sparse", "RT3D dense", *ablation):
         row = rows[name]
         assert row["status"] == "ok", row["status"]
         assert row["max_rel_err"] is not None and row["max_rel_err"] <= 1e-3
