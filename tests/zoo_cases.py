@@ -86,3 +86,17 @@ def pruned_at_random_rates(name: str, rng: np.random.Generator) -> torch.nn.Modu
         for layer in (k for k, v in rates.items() if v == 1):
             modules[layer].weight.zero_()
     return model
+
+
+#: The direct kernel's bound on a whole model's logits (relative to the largest).
+DIRECT_REL = 1e-5
+
+
+def logits_tolerance(reports) -> float:
+    """The bound for a model compiled as ``reports`` say (``rt3d_passes.inspect`` with the
+    pipeline's options): :data:`DIRECT_REL`, or the documented bound of the largest Winograd
+    tile any layer runs (:data:`rt3d_passes.op.WINOGRAD_RTOL`)."""
+    from rt3d_passes.op import WINOGRAD_RTOL
+
+    return max([DIRECT_REL, *(WINOGRAD_RTOL[r.winograd_tile] for r in reports
+                              if r.rewrite and r.algorithm == "winograd")])

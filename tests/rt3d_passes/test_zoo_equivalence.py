@@ -1,6 +1,7 @@
 """Whole-model equivalence: every zoo model, pruned one-shot at its preset and at random
 per-layer rates, compiled with the ``rt3d`` pipeline for the host, computes PyTorch eager's
-logits (relative error <= 1e-5 of the largest logit).
+logits (relative error <= 1e-5 of the largest logit; models with Winograd layers: their
+tile's bound).
 
 Small clips keep each build to tens of seconds. BatchNorm statistics are randomized (a fresh
 model's identity BN would hide a wrong fold). The presets of c3d_small (``rt3d demo``,
@@ -25,6 +26,7 @@ from tests.conv3d_strategies import rel_error
 from tests.zoo_cases import (
     LONG,
     SMALL,
+    logits_tolerance,
     preset_of,
     pruned_at_preset,
     pruned_at_random_rates,
@@ -33,9 +35,10 @@ from tests.zoo_cases import (
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 
-#: Measured errors are 1e-7 - 3e-7 (8-77 conv3d layers, folded BatchNorm, fp32 reductions
-#: of up to 13824 terms summed in another order than PyTorch's).
-REL = 1e-5
+#: Measured errors of the direct kernel are 1e-7 - 3e-7 (8-77 conv3d layers, folded
+#: BatchNorm, fp32 reductions of up to 13824 terms summed in another order than PyTorch's);
+#: models with Winograd layers are held to their tile's bound
+#: (:func:`tests.zoo_cases.logits_tolerance`).
 
 #: Presets compiled against eager in other tests (see the module docstring).
 PRESET_TESTED_ELSEWHERE = {"c3d_small", "x3d_xs", "x3d_s", "slow_r50", "ir_csn_50",
@@ -60,9 +63,11 @@ def _check(model: torch.nn.Module, name: str, rng: np.random.Generator) -> list:
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](
         *[tvm.runtime.tensor(x.numpy()) for x in xs]).numpy()
     err = rel_error(out, ref)
+    # the pipeline's own choices (Winograd layers have their tile's documented bound)
+    tol = logits_tolerance(rt3d_passes.inspect(mod))
     print(f"{name}: {sum(r.rewrite for r in reports)}/{len(reports)} conv3d run sparse, "
-          f"relative error {err:.3g}")
-    assert err <= REL, f"{name}: relative error {err:.3g} > {REL:g}"
+          f"relative error {err:.3g} (bound {tol:g})")
+    assert err <= tol, f"{name}: relative error {err:.3g} > {tol:g}"
     return reports
 
 
