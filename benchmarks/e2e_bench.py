@@ -164,6 +164,8 @@ def prepare_rows(args, models, builds, workdir: Path) -> tuple[list[dict], dict[
         info = {"compile_s": build.compile_s, "weight_bytes": build.weight_bytes,
                 "threads": args.threads_now,
                 "kgs_layers": sum(bool(r.rewrite) for r in build.reports),
+                "winograd_layers": sum(bool(r.rewrite and r.algorithm == "winograd")
+                                       for r in build.reports),
                 "tuning_db": args.tuning_db, "notes": []}
         row = rt3d_row(f"RT3D {key}", run, x, refs[key], f"eager, {model}", info)
         rows.append(row)
