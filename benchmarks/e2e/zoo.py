@@ -63,7 +63,7 @@ def format_summary(summary: dict) -> str:
     for m in summary["models"].values():
         names += [n for n in m.get("ms", {}) if n not in names and n not in report.RT3D_ROWS]
     names += list(report.RT3D_ROWS)
-    head = (f"{'model':<14} {'G MACs':>13} " + "".join(f"{n[:11]:>12}" for n in names)
+    head = (f"{'model':<14} {'G MACs':>13} " + "".join(f"{_short(n):>12}" for n in names)
             + f" {'vs best peer':>12} {'spd/red':>8} {'bars':>5}")
     lines = [head, "-" * len(head)]
     for model, m in summary["models"].items():
@@ -74,7 +74,10 @@ def format_summary(summary: dict) -> str:
         ms = "".join(f"{c:>12}" for c in cells)
         peers = {n: v for n, v in m["speedups"].items() if n not in report.RT3D_ROWS}
         best = f"{min(peers.values()):.2f}x" if peers else "-"
-        dense = m["speedups"].get(report.DENSE)
+        # the direct kernel's ratio when the run has the ablation (Winograd changes the dense
+        # build's multiplications, not its MACs)
+        direct = (m["ms"].get(report.DENSE_NO_WINOGRAD), m["ms"].get(report.NO_WINOGRAD))
+        dense = direct[0] / direct[1] if all(direct) else m["speedups"].get(report.DENSE)
         red = m["macs"]["pruning_rate"]
         spd = f"{dense / red:.2f}" if dense else "-"
         held = sum(b["holds"] for b in m["bars"])
@@ -82,8 +85,14 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{model:<14} {gmacs:>13} {ms} {best:>12} {spd:>8} "
                      f"{held}/{len(m['bars']):>3}")
     lines.append("ms: median of interleaved runs; 'vs best peer': RT3D sparse's speedup over "
-                 "the fastest other runtime; spd/red: (sparse over dense) / MAC reduction")
+                 "the fastest other runtime; spd/red: (sparse over dense) / MAC reduction, "
+                 "both without Winograd; 'noW': with winograd=False")
     return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    """A runtime's name in 11 characters: ``RT3D dense, no Winograd`` -> ``dense noW``."""
+    return name.replace("RT3D ", "").replace(", no Winograd", " noW")[:11]
 
 
 def plot_summary(path: Path, summary: dict) -> Path | None:
