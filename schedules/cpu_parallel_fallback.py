@@ -45,8 +45,14 @@ class ParallelFallbackCPU(CPUScheduleRule):
                 if it.kind != "S":
                     break
                 lead.append(it.loop_rv)
-            # keep the innermost spatial loop serial (LLVM vectorizes it) unless it is alone
-            outer = lead[:-1] if len(lead) > 1 and len(lead) == len(info.iters) else lead
+            # keep the innermost spatial loop serial (LLVM vectorizes it) unless it is alone;
+            # with reduction loops too (pooling) when it is long: one fused parallel loop over
+            # every output position recomputes each index by division (C3D's first max pool:
+            # 6.6 ms -> see DEVELOPERS.md)
+            inner = sch.get(lead[-1]).extent if lead else 1
+            keep = len(lead) > 1 and (len(lead) == len(info.iters)
+                                      or (isinstance(inner, tirx.IntImm) and inner.value >= 8))
+            outer = lead[:-1] if keep else lead
             if not outer:
                 continue
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
