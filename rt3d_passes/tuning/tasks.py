@@ -9,8 +9,9 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from schedules.contract import is_rt3d_conv3d
+from schedules.contract import WINOGRAD_SHAPE_ATTR, is_rt3d_conv3d, is_winograd_conv3d
 
+from ..op.winograd_conv3d import POSITION_ALIGN
 from ..transform import RewriteOptions, rt3d_rewrite
 
 __all__ = ["TuningTask", "extract_tasks"]
@@ -59,7 +60,13 @@ def extract_tasks(mod: tvm.IRModule, target: Target, options: RewriteOptions | N
             continue
         values, offsets = (uses[0].args[1].fields[i].value.numpy() for i in (1, 2))
         out_shape = [int(v) for v in uses[0].ty.shape.values]
-        macs = int(np.prod(out_shape)) // out_shape[1] * int(np.prod(values.shape))
+        if is_winograd_conv3d(func):
+            # the transformed-domain GEMM: alpha^2 x channels x kept columns x positions
+            _, _, _, n_h, n_w = (int(v) for v in func.attrs[WINOGRAD_SHAPE_ATTR])
+            positions = -(-out_shape[2] * n_h * n_w // POSITION_ALIGN) * POSITION_ALIGN
+            macs = out_shape[0] * positions * int(np.prod(values.shape))
+        else:
+            macs = int(np.prod(out_shape)) // out_shape[1] * int(np.prod(values.shape))
         tasks.append(TuningTask(
             name=g_var.name_hint,
             mod=tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
