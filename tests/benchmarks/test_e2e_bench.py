@@ -141,3 +141,25 @@ def test_mnn_bar_states_the_ceiling_bound() -> None:
     # 10 G MACs at 100 G MAC/s = 100 ms, so at most 250 / 100 = 2.50x over MNN
     assert "take 100 ms" in mnn_bar["detail"] and "at most 2.50x" in mnn_bar["detail"]
     assert not mnn_bar["holds"] and mnn_bar["measured"] == pytest.approx(250 / 150)
+
+
+def test_winograd_bar_reads_identical_programs_as_identical() -> None:
+    """With no Winograd layer the two sparse builds are one program: their ratio is noise, and
+    the 'never slower' bar says so instead of failing; with Winograd layers it is measured."""
+    from benchmarks.e2e import report
+
+    def rows(layers, sparse_ms, no_w_ms):
+        return [{"name": report.SPARSE, "median_ms": sparse_ms, "times_ms": [sparse_ms],
+                 "info": {"winograd_layers": layers}},
+                {"name": report.NO_WINOGRAD, "median_ms": no_w_ms, "times_ms": [no_w_ms]}]
+
+    macs = {"pruning_rate": 3.0, "kept_gmacs": 1.0, "dense_gmacs": 3.0}
+    (bar,) = [b for b in report.bars("x3d_xs", macs, rows(0, 27.0, 22.0))
+              if b["bar"].startswith("Winograd")]
+    assert bar["holds"] and "one program" in bar["detail"]
+    (bar,) = [b for b in report.bars("x3d_xs", macs, rows(2, 27.0, 22.0))
+              if b["bar"].startswith("Winograd")]
+    assert not bar["holds"] and bar["miss_factor"] > 1.2
+    (bar,) = [b for b in report.bars("c3d", macs, rows(3, 100.0, 120.0))
+              if b["bar"].startswith("Winograd")]
+    assert not bar["holds"] and bar["required"] == 1.25  # C3D's own bar

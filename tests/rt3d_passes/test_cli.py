@@ -44,6 +44,28 @@ def test_inspect_reports_what_the_pipeline_compiles(pruned_small, capsys):
     assert all(r["rewrite"] for r in layers)
 
 
+def test_inspect_winograd_options(pruned_small, capsys):
+    """--algorithm forces a layer's algorithm (the report says so), --no-winograd keeps every
+    layer direct, and a bad layer name or algorithm ends in a clear error naming it."""
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small", "--json",
+                 "--algorithm", "conv1=winograd2"]) == 0
+    layers = {r["layer"]: r for r in json.loads(capsys.readouterr().out)}
+    assert layers["conv1"]["algorithm"] == "winograd" and layers["conv1"]["winograd_tile"] == 2
+    assert layers["conv1"]["kernel"] == "rt3d winograd F(2x2)"
+    assert "forced" in layers["conv1"]["algorithm_reason"]
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small", "--json",
+                 "--no-winograd"]) == 0
+    layers = json.loads(capsys.readouterr().out)
+    assert {r["algorithm"] for r in layers} == {"direct"}
+    assert all(r["algorithm_reason"] == "direct: winograd=False" for r in layers)
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small",
+                 "--algorithm", "conv9=winograd"]) == 2
+    assert "unknown layer(s) conv9" in capsys.readouterr().err
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small",
+                 "--algorithm", "conv1=fft"]) == 2
+    assert "unknown conv3d algorithm(s) conv1=fft" in capsys.readouterr().err
+
+
 def test_inspect_exported_program(tmp_path, capsys):
     from rt3d_prune.models import build_model
 

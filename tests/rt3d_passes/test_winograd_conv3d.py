@@ -245,3 +245,20 @@ def test_winograd_task_tunes_and_the_tuned_build_matches_torch(tmp_path):
     xi = rng.standard_normal((1, 16, 4, 8, 8)).astype(np.float32)
     y = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xi)).numpy()
     assert rel_error(y, _torch_conv(xi, w, (1, 1, 1))) <= WINOGRAD_RTOL[4]
+
+
+def test_winograd_task_counts_its_gemm_macs():
+    """``rt3d tune``'s summary: a Winograd task's MACs are its transformed-domain GEMM's."""
+    from rt3d_passes.tuning.tasks import extract_tasks
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 4, 14, 14), "float32"))
+    w = np.ones((32, 16, 3, 3, 3), np.float32)
+    with bb.function("main", [x]):
+        out = bb.emit(relax.op.nn.conv3d(x, relax.const(w), padding=(1, 1, 1)),
+                      name_hint="conv")
+        bb.emit_func_output(out)
+    opts = rt3d_passes.RewriteOptions(algorithms={"conv": "winograd4"})
+    (task,) = extract_tasks(bb.get(), rt3d_passes.host_target(), opts)
+    geo = WinogradGeometry((1, 16, 4, 14, 14), (3, 3, 3), (1, 1, 1), 4)
+    assert task.macs == geo.bgemm_macs(32, 16 * 3)
