@@ -38,7 +38,7 @@ from .contract import (
     func_attr,
     is_kgs_conv3d,
 )
-from .utils import inline_epilogue, largest_divisor, producers_named, tile
+from .utils import inline_epilogue, largest_divisor, producers_named, tile, unroll_knob
 
 __all__ = [
     "AVX2",
@@ -265,16 +265,7 @@ def schedule_kgs_conv3d_cpu(
     for loop in inner[:3]:
         sch.unroll(loop)
     sch.decompose_reduction(blk, t)
-    step = sch.sample_categorical(
-        [0, 16, 64, 512], probs=[0.25] * 4, decision=2 if fixed else None
-    )
-    if fixed:
-        sch.annotate(outer, "pragma_auto_unroll_max_step", step)
-        sch.annotate(outer, "pragma_unroll_explicit", 1)
-    else:
-        # MutateUnroll only mutates values annotated like this; the postproc
-        # RewriteParallelVectorizeUnroll turns it into the pragma above
-        sch.annotate(outer, "meta_schedule.unroll_explicit", step)
+    unroll_knob(sch, outer, fixed)
     # write-back of the accumulator tile: its loops run in the output's order (m, d, h, w),
     # W innermost, a plain vector store when the tile is vectorized along W
     if vector_axis == "w":

@@ -35,7 +35,7 @@ from .contract import (
     is_winograd_conv3d,
 )
 from .cpu_kgs_conv3d import cpu_config
-from .utils import largest_divisor, tile
+from .utils import largest_divisor, tile, unroll_knob
 
 __all__ = [
     "WinogradConv3DCPU",
@@ -122,13 +122,7 @@ def schedule_bgemm(sch: s_tir.Schedule, fixed: bool, lanes: int, max_registers: 
     sch.vectorize(inner[1])
     sch.unroll(inner[0])
     sch.decompose_reduction(blk, t)
-    step = sch.sample_categorical([0, 16, 64, 512], probs=[0.25] * 4,
-                                  decision=2 if fixed else None)
-    if fixed:
-        sch.annotate(outer, "pragma_auto_unroll_max_step", step)
-        sch.annotate(outer, "pragma_unroll_explicit", 1)
-    else:
-        sch.annotate(outer, "meta_schedule.unroll_explicit", step)
+    unroll_knob(sch, outer, fixed)
     if axis == "q":
         sch.vectorize(sch.get_loops(acc)[-1])
 

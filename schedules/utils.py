@@ -6,7 +6,7 @@ from tvm import s_tir
 
 from .contract import KGS_EPILOGUE_BLOCK
 
-__all__ = ["inline_epilogue", "largest_divisor", "producers_named", "tile"]
+__all__ = ["inline_epilogue", "largest_divisor", "producers_named", "tile", "unroll_knob"]
 
 
 def largest_divisor(n: int, cap: int) -> int:
@@ -36,3 +36,17 @@ def inline_epilogue(sch: s_tir.Schedule, block) -> None:
     for consumer in sch.get_consumers(block):
         if sch.get(consumer).name_hint == KGS_EPILOGUE_BLOCK:
             sch.reverse_compute_inline(consumer)
+
+
+def unroll_knob(sch: s_tir.Schedule, loop, fixed: bool) -> None:
+    """The auto-unroll step of ``loop`` (a register tile's outer loop) as a knob: fixed at 64
+    for the untuned default, or sampled for MetaSchedule (``MutateUnroll`` only mutates values
+    annotated ``meta_schedule.unroll_explicit``; the postproc
+    ``RewriteParallelVectorizeUnroll`` turns them into the pragmas)."""
+    step = sch.sample_categorical([0, 16, 64, 512], probs=[0.25] * 4,
+                                  decision=2 if fixed else None)
+    if fixed:
+        sch.annotate(loop, "pragma_auto_unroll_max_step", step)
+        sch.annotate(loop, "pragma_unroll_explicit", 1)
+    else:
+        sch.annotate(loop, "meta_schedule.unroll_explicit", step)

@@ -16,7 +16,7 @@ from schedules.contract import KGS_EPILOGUE_BLOCK, NO_SCHEDULE_RULE
 
 from .kgs_conv3d import kgs_conv3d_te
 
-__all__ = ["kgs_conv3d_epilogue_te"]
+__all__ = ["epilogue_te", "kgs_conv3d_epilogue_te"]
 
 
 def kgs_conv3d_epilogue_te(
@@ -53,24 +53,31 @@ def kgs_conv3d_epilogue_te(
         raise ValueError(f"expected {int(bias) + int(residual)} extra tensors (bias={bias}, "
                          f"residual={residual}), got {len(extra)}")
     conv = kgs_conv3d_te(x, values, offsets, **conv)
-    shape = tuple(int(s) for s in conv.shape)
     bias_t = extra[0] if bias else None
     res_t = extra[-1] if residual else None
-    if bias_t is not None and tuple(int(s) for s in bias_t.shape) != (shape[1],):
-        raise ValueError(f"bias shape {tuple(bias_t.shape)} is not ({shape[1]},)")
-    if res_t is not None and tuple(int(s) for s in res_t.shape) != shape:
-        raise ValueError(f"residual shape {tuple(res_t.shape)} is not the output {shape}")
+    # the operator's own rule schedules it (inlined into the write-back)
+    return epilogue_te(conv, bias_t, res_t, relu, KGS_EPILOGUE_BLOCK)
+
+
+def epilogue_te(conv: te.Tensor, bias: te.Tensor | None, residual: te.Tensor | None,
+                relu: bool, name: str) -> te.Tensor:
+    """``relu(conv + bias[m] + residual)`` (each part optional) as one elementwise block named
+    ``name``, marked for the operator's own schedule rule (which inlines it into the
+    convolution's write-back). Shared by the direct and the Winograd operators."""
+    shape = tuple(int(s) for s in conv.shape)
+    if bias is not None and tuple(int(s) for s in bias.shape) != (shape[1],):
+        raise ValueError(f"bias shape {tuple(bias.shape)} is not ({shape[1]},)")
+    if residual is not None and tuple(int(s) for s in residual.shape) != shape:
+        raise ValueError(f"residual shape {tuple(residual.shape)} is not the output {shape}")
 
     def _epilogue(n, m, d, h, w):
         v = conv[n, m, d, h, w]
-        if bias_t is not None:
-            v = v + bias_t[m]
-        if res_t is not None:
-            v = v + res_t[n, m, d, h, w]
+        if bias is not None:
+            v = v + bias[m]
+        if residual is not None:
+            v = v + residual[n, m, d, h, w]
         if relu:
             v = tirx.max(v, tirx.const(0, conv.dtype))
         return v
 
-    # the operator's own rule schedules it (inlined into the write-back)
-    return te.compute(shape, _epilogue, name=KGS_EPILOGUE_BLOCK,
-                      attrs={"schedule_rule": NO_SCHEDULE_RULE})
+    return te.compute(shape, _epilogue, name=name, attrs={"schedule_rule": NO_SCHEDULE_RULE})

@@ -48,6 +48,7 @@ from schedules.contract import (
     WINOGRAD_SHAPE_ATTR,
 )
 
+from .epilogue import epilogue_te
 from .kgs_conv3d import PAD_OFFSET, Conv3DGeometry
 
 __all__ = [
@@ -378,27 +379,11 @@ def winograd_conv3d_te(
     out_shape = (n_batch, int(out_channels), od, oh, ow)
     inverse = te.compute(out_shape, _inverse, name=WINOGRAD_INVERSE_BLOCK,
                          attrs={"schedule_rule": NO_SCHEDULE_RULE})
-    bias_t = extra[0] if bias else None
-    res_t = extra[-1] if residual else None
-    if bias_t is not None and tuple(int(s) for s in bias_t.shape) != (out_channels,):
-        raise ValueError(f"bias shape {tuple(bias_t.shape)} is not ({out_channels},)")
-    if res_t is not None and tuple(int(s) for s in res_t.shape) != out_shape:
-        raise ValueError(f"residual shape {tuple(res_t.shape)} is not the output {out_shape}")
     if not (bias or residual or relu):
         return inverse
-
-    def _epilogue(n, mo, d, h, w):
-        v = inverse[n, mo, d, h, w]
-        if bias_t is not None:
-            v = v + bias_t[mo]
-        if res_t is not None:
-            v = v + res_t[n, mo, d, h, w]
-        if relu:
-            v = tirx.max(v, tirx.const(0, dtype))
-        return v
-
-    return te.compute(out_shape, _epilogue, name=WINOGRAD_EPILOGUE_BLOCK,
-                      attrs={"schedule_rule": NO_SCHEDULE_RULE})
+    # applied by the output transform's write-back (the schedule inlines it)
+    return epilogue_te(inverse, extra[0] if bias else None, extra[-1] if residual else None,
+                       relu, WINOGRAD_EPILOGUE_BLOCK)
 
 
 def winograd_conv3d_attrs(geometry: WinogradGeometry, group_m: int) -> dict:
