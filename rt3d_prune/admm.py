@@ -23,14 +23,7 @@ from torch import Tensor, nn
 
 from ._layers import mac_coefficients, resolve_layers
 from .config import ADMMConfig, SparsityConfig
-from .schemes import (
-    BALANCED_SCHEMES,
-    broadcast_mask,
-    group_norms,
-    group_sizes,
-    rank_mask,
-    rank_mask_balanced,
-)
+from .schemes import broadcast_mask, group_norms, group_sizes, rank_keep
 
 __all__ = ["ADMMRegularizer", "project"]
 
@@ -41,8 +34,7 @@ def project(weight: Tensor, sparsity: SparsityConfig, rate: float) -> Tensor:
     so)."""
     norms = group_norms(weight, sparsity.scheme, sparsity.group)
     sizes = group_sizes(weight.shape, sparsity.scheme, sparsity.group)
-    balanced = sparsity.balanced and sparsity.scheme in BALANCED_SCHEMES
-    keep = (rank_mask_balanced if balanced else rank_mask)(norms, sizes, rate)
+    keep = rank_keep(norms, sizes, rate, sparsity.scheme, sparsity.balanced)
     full = broadcast_mask(keep, weight.shape, sparsity.scheme, sparsity.group)
     return weight * full.to(weight.dtype)
 

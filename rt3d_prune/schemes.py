@@ -36,6 +36,7 @@ __all__ = [
     "effective_group",
     "group_norms",
     "group_sizes",
+    "rank_keep",
     "rank_mask",
     "rank_mask_balanced",
 ]
@@ -161,3 +162,12 @@ def rank_mask_balanced(norms: Tensor, sizes: Tensor, rate: float) -> Tensor:
     """
     rows = [rank_mask(n, s, rate) for n, s in zip(norms.unbind(0), sizes.unbind(0))]
     return torch.stack(rows).reshape(norms.shape)
+
+
+def rank_keep(norms: Tensor, sizes: Tensor, rate: float, scheme: str, balanced: bool) -> Tensor:
+    """The keep-mask of ranking ``norms`` at ``rate``: per output group
+    (:func:`rank_mask_balanced`) when ``balanced`` and the scheme ranks per group
+    (:data:`BALANCED_SCHEMES`), else layer-wide (:func:`rank_mask`). The one place the
+    sparsifier and the ADMM projection decide that."""
+    per_group = balanced and scheme in BALANCED_SCHEMES
+    return (rank_mask_balanced if per_group else rank_mask)(norms, sizes, rate)

@@ -13,14 +13,7 @@ from torch.nn.utils import parametrize
 
 from ._layers import resolve_layers
 from .config import SparsityConfig
-from .schemes import (
-    BALANCED_SCHEMES,
-    broadcast_mask,
-    group_norms,
-    group_sizes,
-    rank_mask,
-    rank_mask_balanced,
-)
+from .schemes import broadcast_mask, group_norms, group_sizes, rank_keep
 
 __all__ = ["GroupMask", "GroupSparsifier"]
 
@@ -93,9 +86,7 @@ class GroupSparsifier:
             if config.threshold is not None:
                 keep = norms / sizes.sqrt() >= config.threshold
             else:
-                balanced = config.balanced and config.scheme in BALANCED_SCHEMES
-                rank = rank_mask_balanced if balanced else rank_mask
-                keep = rank(norms, sizes, rates[name])
+                keep = rank_keep(norms, sizes, rates[name], config.scheme, config.balanced)
             self._parametrization(name).mask.copy_(keep)
 
     def masks(self) -> dict[str, Tensor]:

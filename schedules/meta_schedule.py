@@ -18,12 +18,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.target import Target
 
 from .adreno_kgs_conv3d import adreno_space, schedule_kgs_conv3d_adreno
-from .contract import (
-    KGS_SCHEDULE_RULE,
-    WINOGRAD_CONV3D_ATTR,
-    WINOGRAD_SCHEDULE_RULE,
-    func_attr,
-)
+from .contract import KGS_SCHEDULE_RULE, WINOGRAD_SCHEDULE_RULE, is_winograd_conv3d
 from .cpu_kgs_conv3d import (
     NEON,
     CPUConfig,
@@ -52,11 +47,7 @@ def schedule_for(target: Target) -> Callable[[s_tir.Schedule, bool], s_tir.Sched
 
 def _is_winograd(sch: s_tir.Schedule) -> bool:
     """Whether the scheduled function is the Winograd operator (its own rule and space)."""
-    try:
-        func_attr(sch.mod, WINOGRAD_CONV3D_ATTR)
-    except (KeyError, TypeError):
-        return False
-    return True
+    return any(is_winograd_conv3d(f) for f in sch.mod.functions.values())
 
 
 def space_postprocs(target: Target) -> list:

@@ -51,6 +51,7 @@ __all__ = [
     "PAD_OFFSET",
     "Conv3DGeometry",
     "column_offsets",
+    "flat_padded_input",
     "geometry_kwargs",
     "kgs_conv3d_attrs",
     "kgs_conv3d_primfunc",
@@ -209,9 +210,8 @@ def kgs_conv3d_te(
         raise ValueError(f"a flat input {tuple(x.shape)} needs zero padding and "
                          f"{geo.padded_size} elements per batch item (input {shape}, padding "
                          f"{geo.padding})")
-    n_batch, chans, d_in, h_in, w_in = geo.input_shape
+    n_batch = geo.input_shape[0]
     dp, hp, wp = geo.padded_spatial
-    p_front, p_top, p_left = geo.padding[:3]
     sd, sh, sw = geo.strides
     od, oh, ow = geo.output_spatial
     g_count, t_len, gm = (int(s) for s in values.shape)
@@ -224,22 +224,7 @@ def kgs_conv3d_te(
             f"{out_channels} output channels do not fit {g_count} groups of {gm}"
         )
 
-    def _pad(n, f):
-        # f enumerates (c, dd, hh, ww) of the padded input; schedules split f into these four
-        # loops so the divisions below simplify away.
-        c = f // (dp * hp * wp)
-        dd = f // (hp * wp) % dp - p_front
-        hh = f // wp % hp - p_top
-        ww = f % wp - p_left
-        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
-        return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
-
-    xpad = x if flat else te.compute(
-        (n_batch, chans * dp * hp * wp),
-        _pad,
-        name=KGS_PAD_BLOCK,
-        attrs={"schedule_rule": NO_SCHEDULE_RULE},
-    )
+    xpad = x if flat else flat_padded_input(x, (dp, hp, wp), geo.padding[:3], KGS_PAD_BLOCK)
     t = te.reduce_axis((0, t_len), name="t")
     plane, row = hp * wp, wp
 
@@ -263,6 +248,30 @@ def kgs_conv3d_te(
             attrs={"schedule_rule": NO_SCHEDULE_RULE},
         )
     return y
+
+
+def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int],
+                      name: str) -> te.Tensor:
+    """``x`` ``[N, C, D, H, W]`` zero-padded to ``padded`` ``(Dp, Hp, Wp)`` (``before``
+    elements in front along D, H, W; the rest behind) and flattened per batch element:
+    ``[N, C * Dp * Hp * Wp]``, so that every gather of an operator is in bounds and
+    branch-free. Marked for the operator's own schedule rule (both RT3D operators use it)."""
+    n_batch, chans, d_in, h_in, w_in = (int(v) for v in x.shape)
+    dp, hp, wp = (int(v) for v in padded)
+    p_front, p_top, p_left = (int(v) for v in before)
+
+    def _pad(n, f):
+        # f enumerates (c, dd, hh, ww) of the padded input; schedules split f into these four
+        # loops so the divisions below simplify away.
+        c = f // (dp * hp * wp)
+        dd = f // (hp * wp) % dp - p_front
+        hh = f // wp % hp - p_top
+        ww = f % wp - p_left
+        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
+        return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
+
+    return te.compute((n_batch, chans * dp * hp * wp), _pad, name=name,
+                      attrs={"schedule_rule": NO_SCHEDULE_RULE})
 
 
 def reads_flat_input(geometry: Conv3DGeometry) -> bool:

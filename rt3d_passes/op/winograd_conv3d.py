@@ -49,7 +49,7 @@ from schedules.contract import (
 )
 
 from .epilogue import epilogue_te
-from .kgs_conv3d import PAD_OFFSET, Conv3DGeometry
+from .kgs_conv3d import PAD_OFFSET, Conv3DGeometry, flat_padded_input
 
 __all__ = [
     "POSITION_ALIGN",
@@ -142,12 +142,17 @@ class WinogradGeometry(Conv3DGeometry):
         dp = self.padded_spatial[0]
         return dp, self.n_h * self.tile + 2, self.n_w * self.tile + 2
 
+    @property
+    def positions(self) -> int:
+        """Positions ``q = (od, tile)`` of the transformed-domain GEMM, ``OD * P`` padded to a
+        multiple of :data:`POSITION_ALIGN` so its register tile takes whole vectors (C3D's
+        conv3a with F(4x4): 392 positions, of which only 8 divides; with 400, 16 per tile)."""
+        return -(-self.output_spatial[0] * self.tiles // POSITION_ALIGN) * POSITION_ALIGN
+
     def bgemm_macs(self, out_channels: int, columns: int) -> int:
         """MACs of the transformed-domain GEMMs for ``columns`` kept ``(c, kd)`` per output
-        channel (all batch elements; positions padded to :data:`POSITION_ALIGN`)."""
-        n = self.input_shape[0]
-        positions = -(-self.output_spatial[0] * self.tiles // POSITION_ALIGN) * POSITION_ALIGN
-        return n * self.alpha**2 * out_channels * columns * positions
+        channel (all batch elements, padded positions included)."""
+        return self.input_shape[0] * self.alpha**2 * out_channels * columns * self.positions
 
     def transform_elements(self, out_channels: int) -> tuple[int, int]:
         """Tiles the input transform and the output transform process (all batch elements)."""
@@ -188,8 +193,7 @@ def winograd_pack_weights(weight: np.ndarray, tile: int, group_m: int
     of :func:`winograd_columns`. Padding slots and rows past ``M`` are zero."""
     if weight.ndim != 5 or tuple(weight.shape[3:]) != (3, 3):
         raise ValueError(f"a Winograd conv3d weight is [M, N, Kd, 3, 3], got {weight.shape}")
-    _, b_mat, g_mat = winograd_matrices(tile)
-    del b_mat
+    *_, g_mat = winograd_matrices(tile)
     m = weight.shape[0]
     columns, counts = winograd_columns(weight, group_m)
     groups, t_len = columns.shape[:2]
@@ -214,7 +218,7 @@ def winograd_offsets(columns: np.ndarray, counts: np.ndarray,
     dp = geometry.tiled_spatial[0]
     off = (columns[..., 0].astype(np.int64) * dp + columns[..., 1]) * geometry.tiles
     off[np.arange(off.shape[1])[None, :] >= counts[:, None]] = PAD_OFFSET
-    if geometry.input_shape[1] * dp * geometry.tiles >= 2**31:
+    if geometry.input_shape[1] * dp * geometry.tiles + geometry.positions >= 2**31:
         raise ValueError("the packed input is too large for 32-bit offsets")
     return off.astype(np.int32)
 
@@ -313,10 +317,9 @@ def winograd_conv3d_te(
         raise ValueError(f"expected {int(bias) + int(residual)} extra tensors (bias={bias}, "
                          f"residual={residual}), got {len(extra)}")
     dtype = x.dtype
-    n_batch, chans, d_in, h_in, w_in = shape
+    n_batch, chans = shape[:2]
     dp, hp, wp = geo.tiled_spatial
     od, oh, ow = geo.output_spatial
-    pf, pt, pl = geo.padding[:3]
     alpha, m, n_w, tiles = geo.alpha, geo.tile, geo.n_w, geo.tiles
     e_count, g_count, t_len, gm = (int(s) for s in values.shape)
     if e_count != alpha * alpha:
@@ -329,16 +332,7 @@ def winograd_conv3d_te(
         raise ValueError(f"{out_channels} output channels do not fit {g_count} groups of {gm}")
     a_mat, b_mat, _ = winograd_matrices(m)
 
-    def _pad(n, f):
-        c = f // (dp * hp * wp)
-        dd = f // (hp * wp) % dp - pf
-        hh = f // wp % hp - pt
-        ww = f % wp - pl
-        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
-        return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, dtype))
-
-    xpad = te.compute((n_batch, chans * dp * hp * wp), _pad, name=WINOGRAD_PAD_BLOCK,
-                      attrs={"schedule_rule": NO_SCHEDULE_RULE})
+    xpad = flat_padded_input(x, (dp, hp, wp), geo.padding[:3], WINOGRAD_PAD_BLOCK)
 
 
     def _pack(n, e, f):
@@ -353,12 +347,9 @@ def winograd_conv3d_te(
         # zero channels after the last: the padded positions of the GEMM read them
         return tirx.if_then_else(c < chans, value, tirx.const(0, dtype)) if extra_c else value
 
-    # positions q = (od, tile) padded to a multiple of POSITION_ALIGN, so the GEMM's register
-    # tile takes whole vectors (C3D's conv3a with F(4x4): 392 positions, only 8 | 392; with
-    # 400, 16 positions per tile); the padded positions read zero channels, and are dropped
-    q_len = od * tiles
-    q_pad = -(-q_len // POSITION_ALIGN) * POSITION_ALIGN
-    extra_c = -(-(q_pad - q_len) // (dp * tiles))
+    # the padded positions of the GEMM read zero channels after the last, and are dropped
+    q_pad = geo.positions
+    extra_c = -(-(q_pad - od * tiles) // (dp * tiles))
     packed = te.compute((n_batch, alpha * alpha, (chans + extra_c) * dp * tiles), _pack,
                         name=WINOGRAD_PACK_BLOCK, attrs={"schedule_rule": NO_SCHEDULE_RULE})
     t = te.reduce_axis((0, t_len), name="t")

@@ -8,7 +8,7 @@ the decision the pass takes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tvm
@@ -22,6 +22,7 @@ from .options import RewriteOptions
 __all__ = [
     "CONV3D_OP",
     "LAYER_NAMES_ATTR",
+    "Conv3DCallRewriter",
     "Conv3DReport",
     "analyze_conv3d",
     "analyze_function",
@@ -230,8 +231,8 @@ def analyze_conv3d(
         choice = choose_algorithm(layer=layer, geometry=geo, weight=w_np,
                                   computed_macs=macs[2], groups=groups,
                                   group_m=info.group[0] if sparse else None, options=opts)
-        if choice.algorithm == "winograd":
-            reason = reason.replace("; computed dense by RT3D's kernel", "")
+        if not sparse and choice.algorithm == "direct":
+            reason += "; computed dense by RT3D's kernel"
         return Conv3DReport(**common, sparsity=info, rewrite=True, reason=reason,
                             dense_macs=macs[0], kept_macs=macs[1], computed_macs=macs[2],
                             sparse=sparse, algorithm=choice.algorithm,
@@ -254,8 +255,31 @@ def analyze_conv3d(
         why = (f"below threshold: {info.mac_reduction:.2f}x < min_mac_reduction "
                f"{min_mac_reduction:g}")
     if include_dense:
-        return rewritten(f"{why}; computed dense by RT3D's kernel", False)
+        return rewritten(why, False)
     return dense(why, info, macs)
+
+
+@relax.expr_functor.mutator
+class Conv3DCallRewriter(relax.PyExprMutator):
+    """Replaces the conv3d calls of a function whose report ``takes`` accepts with
+    ``emit(builder, call, report)``; the rewrite passes' shared mutator.
+
+    Set ``reports`` to :func:`analyze_function`'s list for the function before visiting it:
+    the post-order visit meets the conv3d bindings in the order that list has them.
+    """
+
+    def __init__(self, mod: IRModule, takes: Callable[[Conv3DReport], bool],
+                 emit: Callable[[relax.BlockBuilder, relax.Call, Conv3DReport], relax.Expr]):
+        super().__init__(mod)
+        self.takes, self.emit = takes, emit
+        self.reports: list[Conv3DReport] = []
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = self.visit_expr_post_order(call)
+        if not call.op.same_as(CONV3D_OP):
+            return call
+        report = self.reports.pop(0)
+        return self.emit(self.builder_, call, report) if self.takes(report) else call
 
 
 @relax.expr_functor.visitor

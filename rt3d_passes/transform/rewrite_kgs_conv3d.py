@@ -17,7 +17,7 @@ from ..op.kgs_conv3d import (
     reads_flat_input,
 )
 from ..sparsity import compact
-from .analysis import CONV3D_OP, Conv3DReport, analyze_function, conv3d_weight
+from .analysis import Conv3DCallRewriter, Conv3DReport, analyze_function, conv3d_weight
 from .options import RewriteOptions
 
 __all__ = ["RewriteKGSConv3D"]
@@ -70,7 +70,7 @@ class RewriteKGSConv3D:
 
     def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         """IRModule-level transformation"""
-        rewriter = _KGSConv3DRewriter(mod)
+        rewriter = Conv3DCallRewriter(mod, lambda r: r.rewrite, _emit_kgs_conv3d)
         for g_var, func in mod.functions_items():
             if isinstance(func, relax.Function):
                 reports = analyze_function(func, g_var.name_hint, self.options)
@@ -79,25 +79,6 @@ class RewriteKGSConv3D:
                     func = rewriter.visit_expr(func)
                     rewriter.builder_.update_func(g_var, func)
         return rewriter.builder_.get()
-
-
-@relax.expr_functor.mutator
-class _KGSConv3DRewriter(relax.PyExprMutator):
-    """Replaces the conv3d calls whose report says ``rewrite`` (reports in binding order)."""
-
-    def __init__(self, mod: IRModule):
-        super().__init__(mod)
-        self.reports: list[Conv3DReport] = []
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = self.visit_expr_post_order(call)
-        if not call.op.same_as(CONV3D_OP):
-            return call
-        # post-order visits bindings in order, as analyze_function listed them
-        report = self.reports.pop(0)
-        if not report.rewrite:
-            return call
-        return _emit_kgs_conv3d(self.builder_, call, report)
 
 
 def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DReport):

@@ -15,10 +15,11 @@ from ..op.winograd_conv3d import (
     winograd_pack_weights,
 )
 from .analysis import (
-    CONV3D_OP,
     LAYER_NAMES_ATTR,
+    Conv3DCallRewriter,
     Conv3DReport,
     analyze_function,
+    check_forced_layers,
     conv3d_weight,
 )
 from .options import RewriteOptions
@@ -42,6 +43,12 @@ class RewriteWinogradConv3D:
     options : RewriteOptions, optional
         As for :class:`~rt3d_passes.RewriteKGSConv3D`; ``winograd`` and ``algorithms`` decide.
 
+    Raises
+    ------
+    ValueError
+        When ``algorithms`` names no conv3d layer of the module, or forces Winograd on a
+        layer that cannot run it.
+
     Notes
     -----
     Run it before :class:`~rt3d_passes.RewriteKGSConv3D` (which would take every layer) and
@@ -53,39 +60,28 @@ class RewriteWinogradConv3D:
 
     def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         """IRModule-level transformation"""
-        rewriter = _WinogradRewriter(mod)
-        for g_var, func in mod.functions_items():
-            if not isinstance(func, relax.Function):
-                continue
-            reports = analyze_function(func, g_var.name_hint, self.options)
-            if not any(r.rewrite and r.algorithm == "winograd" for r in reports):
+        rewriter = Conv3DCallRewriter(mod, _takes, _emit_winograd_conv3d)
+        analyzed = {g_var: analyze_function(func, g_var.name_hint, self.options)
+                    for g_var, func in mod.functions_items()
+                    if isinstance(func, relax.Function)}
+        # every conv3d is still here: a forced name that matches none is an error
+        check_forced_layers([r for reports in analyzed.values() for r in reports],
+                            self.options)
+        for g_var, reports in analyzed.items():
+            func = mod[g_var]
+            if not any(_takes(r) for r in reports):
                 continue
             rewriter.reports = list(reports)
             new = rewriter.visit_expr(func)
             if func.attrs and LAYER_NAMES_ATTR in func.attrs:
-                left = [r.layer for r in reports
-                        if not (r.rewrite and r.algorithm == "winograd")]
+                left = [r.layer for r in reports if not _takes(r)]
                 new = new.with_attr(LAYER_NAMES_ATTR, left)
             rewriter.builder_.update_func(g_var, new)
         return rewriter.builder_.get()
 
 
-@relax.expr_functor.mutator
-class _WinogradRewriter(relax.PyExprMutator):
-    """Replaces the conv3d calls whose report chose Winograd (reports in binding order)."""
-
-    def __init__(self, mod: IRModule):
-        super().__init__(mod)
-        self.reports: list[Conv3DReport] = []
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = self.visit_expr_post_order(call)
-        if not call.op.same_as(CONV3D_OP):
-            return call
-        report = self.reports.pop(0)
-        if not (report.rewrite and report.algorithm == "winograd"):
-            return call
-        return _emit_winograd_conv3d(self.builder_, call, report)
+def _takes(report: Conv3DReport) -> bool:
+    return report.rewrite and report.algorithm == "winograd"
 
 
 def _emit_winograd_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DReport):

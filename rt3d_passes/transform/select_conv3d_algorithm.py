@@ -8,7 +8,6 @@ from collections.abc import Mapping
 import tvm
 from tvm import IRModule
 
-from .analysis import inspect
 from .options import RewriteOptions
 from .rewrite_kgs_conv3d import RewriteKGSConv3D
 from .rewrite_winograd_conv3d import RewriteWinogradConv3D
@@ -53,7 +52,6 @@ class SelectConv3DAlgorithm:
 
     def transform_module(self, mod: IRModule, _ctx: tvm.transform.PassContext) -> IRModule:
         """IRModule-level transformation"""
-        if self.options.algorithms:
-            inspect(mod, self.options)  # raises for a forced name that matches no layer
+        # the Winograd pass runs first, on every conv3d: it checks the forced layer names
         mod = RewriteWinogradConv3D(self.options)(mod)
         return RewriteKGSConv3D(self.options)(mod)

@@ -9,9 +9,10 @@ import tvm
 from tvm import relax
 from tvm.target import Target
 
-from schedules.contract import WINOGRAD_SHAPE_ATTR, is_rt3d_conv3d, is_winograd_conv3d
+from schedules.contract import WINOGRAD_CONV3D_ATTR, is_rt3d_conv3d, is_winograd_conv3d
 
-from ..op.winograd_conv3d import POSITION_ALIGN
+from ..op.kgs_conv3d import geometry_kwargs
+from ..op.winograd_conv3d import WinogradGeometry
 from ..transform import RewriteOptions, rt3d_rewrite
 
 __all__ = ["TuningTask", "extract_tasks"]
@@ -62,8 +63,9 @@ def extract_tasks(mod: tvm.IRModule, target: Target, options: RewriteOptions | N
         out_shape = [int(v) for v in uses[0].ty.shape.values]
         if is_winograd_conv3d(func):
             # the transformed-domain GEMM: alpha^2 x channels x kept columns x positions
-            _, _, _, n_h, n_w = (int(v) for v in func.attrs[WINOGRAD_SHAPE_ATTR])
-            positions = -(-out_shape[2] * n_h * n_w // POSITION_ALIGN) * POSITION_ALIGN
+            geo = geometry_kwargs(func.attrs)
+            positions = WinogradGeometry(geo["input_shape"], geo["kernel"], geo["padding"],
+                                         int(func.attrs[WINOGRAD_CONV3D_ATTR])).positions
             macs = out_shape[0] * positions * int(np.prod(values.shape))
         else:
             macs = int(np.prod(out_shape)) // out_shape[1] * int(np.prod(values.shape))
