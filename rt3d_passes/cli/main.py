@@ -89,8 +89,10 @@ def _rpc(args: argparse.Namespace):
     from ..rpc import RPCSettings, check_tracker
 
     try:
-        settings = RPCSettings(args.rpc_tracker, args.rpc_key, args.rpc_timeout)
-    except ValueError:
+        settings = RPCSettings(args.rpc_tracker, args.rpc_key, args.rpc_timeout, args.rpc_wait)
+    except ValueError as err:
+        if "host:port" not in str(err):
+            raise ValueError(f"--rpc-timeout / --rpc-wait: {err}") from None
         raise ValueError(f"--rpc-tracker must be HOST:PORT, got {args.rpc_tracker!r}") from None
     check_tracker(*settings.address, timeout_s=args.rpc_timeout)
     return settings
@@ -216,7 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="database directory (default work_dirs/MODEL-TARGET)")
     p.add_argument("--rpc-tracker", help="HOST:PORT of an RPC tracker to measure on")
     p.add_argument("--rpc-key", help="device key registered on the tracker")
-    p.add_argument("--rpc-timeout", type=int, default=30, help="seconds")
+    p.add_argument("--rpc-timeout", type=int, default=30,
+                   help="seconds one measurement may take on the device")
+    p.add_argument("--rpc-wait", type=int,
+                   help="seconds a measurement waits for a free device before it fails "
+                        "(default: --rpc-timeout)")
     _algorithm_args(p)
     p.set_defaults(func=_cmd_tune)
 

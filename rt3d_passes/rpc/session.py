@@ -109,17 +109,21 @@ def _alarm(seconds: float, message: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
 
 
-def create_runner_session(rpc_config: Any) -> rpc.RPCSession:
+def create_runner_session(rpc_config: Any, wait_s: float | None = None) -> rpc.RPCSession:
     """``f_create_session`` for MetaSchedule's ``RPCRunner`` that cannot hang.
 
     The default asks the tracker without a deadline, so a key whose servers all died blocks
-    the runner (and tuning) forever; this fails the measurement after
-    ``rpc_config.session_timeout_sec`` instead, and tuning goes on.
+    the runner (and tuning) forever; this fails the measurement after ``wait_s`` (default:
+    ``rpc_config.session_timeout_sec``) without a free server instead, and tuning goes on.
+    The session itself lives ``rpc_config.session_timeout_sec``: the two are separate so that
+    a slow measurement on a loaded device need not fail for dead devices to be noticed fast
+    (``functools.partial(create_runner_session, wait_s=...)``, as ``RPCSettings`` does).
     """
-    timeout = float(rpc_config.session_timeout_sec)
+    lifetime = float(rpc_config.session_timeout_sec)
     return request_session((rpc_config.tracker_host, rpc_config.tracker_port),
-                           rpc_config.tracker_key, timeout_s=timeout,
-                           session_timeout_s=timeout, priority=rpc_config.session_priority)
+                           rpc_config.tracker_key,
+                           timeout_s=lifetime if wait_s is None else float(wait_s),
+                           session_timeout_s=lifetime, priority=rpc_config.session_priority)
 
 
 def export_host(rt_mod: Any) -> str:

@@ -9,7 +9,13 @@ The pipeline applies a database with ``relax.get_pipeline("rt3d", target=..., da
 """
 
 from .database import apply_database, open_database, target_key
-from .measure import alloc_arguments, fast_build, make_builder, make_runner
+from .measure import (
+    alloc_arguments,
+    fast_build,
+    make_builder,
+    make_runner,
+    meta_schedule_logging,
+)
 from .tasks import TuningTask, extract_tasks
 from .tune import tune_model
 
@@ -21,6 +27,7 @@ __all__ = [
     "fast_build",
     "make_builder",
     "make_runner",
+    "meta_schedule_logging",
     "open_database",
     "target_key",
     "tune_model",

@@ -1,14 +1,16 @@
 """MetaSchedule's builder and runner for RT3D's operators, with the TVM 0.27 workarounds.
 
-Three of them, each explained where it is used: real index buffers during measurement
+Four of them, each explained where it is used: real index buffers during measurement
 (:func:`alloc_arguments`), a builder that does not import the tensor intrinsics per worker
-(:func:`fast_build`), and a ``TuneContext`` that does not import them in the main process
-either (:func:`without_tensor_intrin`).
+(:func:`fast_build`), a ``TuneContext`` that does not import them in the main process
+either (:func:`without_tensor_intrin`), and MetaSchedule's logger set-up surviving handlers
+it did not create (:func:`meta_schedule_logging`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import types
@@ -18,7 +20,7 @@ import numpy as np
 import tvm
 from tvm.target import Target
 
-from ..rpc import RPCSettings, create_runner_session
+from ..rpc import RPCSettings
 
 __all__ = ["alloc_arguments", "fast_build", "make_builder", "make_runner",
            "without_tensor_intrin"]
@@ -61,7 +63,7 @@ def make_runner(offsets: np.ndarray, rpc: RPCSettings | None = None):
         evaluator_config=config,
         # the default session request has no deadline: with every server of the key gone,
         # tuning would wait forever instead of failing those trials
-        f_create_session=create_runner_session,
+        f_create_session=rpc.create_session(),
         f_alloc_argument=alloc_rpc, max_workers=1)
 
 
@@ -118,3 +120,29 @@ def without_tensor_intrin() -> Iterator[None]:
         if isinstance(sys.modules.get(name), types.ModuleType) and \
                 not hasattr(sys.modules[name], "__file__"):
             del sys.modules[name]
+
+
+#: MetaSchedule's own logger (non-propagating once a tuning run has configured it).
+META_SCHEDULE_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+@contextlib.contextmanager
+def meta_schedule_logging() -> Iterator[None]:
+    """Let MetaSchedule (re)configure its loggers although foreign handlers are attached.
+
+    Every ``tune_tasks`` / ``tune_tir`` rebuilds its logging config and lists the handlers
+    already on ``tvm.s_tir.meta_schedule`` by name; a handler without a name makes it fail
+    with ``AttributeError: 'NoneType' object has no attribute 'format'`` (TVM 0.27,
+    ``meta_schedule/logging.py``). pytest >= 9 attaches its capture handler, unnamed, to every
+    non-propagating logger -- MetaSchedule's is one after its first run -- so the second
+    tuning in one process failed. Unnamed handlers are detached for the duration and put back.
+    """
+    logger = logging.getLogger(META_SCHEDULE_LOGGER)
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            logger.addHandler(handler)  # no-op when it is there again

@@ -25,7 +25,7 @@ from ..rpc import RPCSettings, cross_export_aarch64
 from ..threads import set_num_threads
 from ..transform import RewriteOptions
 from .database import open_database
-from .measure import make_builder, make_runner, without_tensor_intrin
+from .measure import make_builder, make_runner, meta_schedule_logging, without_tensor_intrin
 from .tasks import TuningTask, extract_tasks
 
 __all__ = ["commit_default", "records_for", "tune_model"]
@@ -192,7 +192,7 @@ def tune_model(
                     todo -= secs is not None
                     check()
                 if todo > 0:
-                    with without_tensor_intrin():
+                    with without_tensor_intrin(), meta_schedule_logging():
                         ctx = ms.TuneContext(mod=task.mod, target=target,
                                              space_generator=rt3d_ms.design_space(target),
                                              search_strategy="evolutionary",

@@ -17,7 +17,7 @@ from rt3d_passes import sparsity as S
 from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_primfunc
 from rt3d_passes.rpc.emulated_kryo import EMULATED_KEY, start_emulated_kryo
 from rt3d_passes.testing import structured_weight
-from rt3d_passes.tuning import alloc_arguments, fast_build
+from rt3d_passes.tuning import alloc_arguments, fast_build, meta_schedule_logging
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +48,12 @@ def kgs_task(rng: np.random.Generator):
 
 
 def tune_over_rpc(func, offsets, tracker, key, work: Path, trials: int, per_iter: int,
-                  session_timeout_s: int = 30, target=None, f_export=None, wrap_runner=None):
+                  session_timeout_s: int = 30, target=None, f_export=None, wrap_runner=None,
+                  wait_s: int | None = None):
     """tune_tir of one KGS PrimFunc, measured by RPCRunner through ``tracker`` (host, port);
     ``f_export`` ships built modules (e.g. cross-compiled) instead of the default .tar;
-    ``wrap_runner(runner)`` returns the runner tuning uses instead."""
+    ``wrap_runner(runner)`` returns the runner tuning uses instead; ``wait_s``: how long a
+    measurement waits for a free server (default: the session timeout)."""
     from tvm.s_tir import meta_schedule as ms
 
     import schedules
@@ -59,22 +61,22 @@ def tune_over_rpc(func, offsets, tracker, key, work: Path, trials: int, per_iter
     space = ms.space_generator.ScheduleFn(
         lambda sch: schedules.schedule_kgs_conv3d_cpu(sch, fixed=False),
         sch_rules=[], postprocs=[], mutator_probs={ms.mutator.MutateTileSize(): 1.0})
+    settings = rpc.RPCSettings(tracker, key, timeout_s=session_timeout_s, wait_s=wait_s)
     runner = ms.runner.RPCRunner(
-        rpc_config=ms.runner.RPCConfig(tracker_host=tracker[0], tracker_port=int(tracker[1]),
-                                       tracker_key=key,
-                                       session_timeout_sec=session_timeout_s),
+        rpc_config=settings.runner_config(),
         evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=0),
-        f_create_session=rpc.create_runner_session,  # fails instead of waiting forever
+        f_create_session=settings.create_session(),  # fails instead of waiting forever
         f_alloc_argument=alloc_arguments(offsets)[1], max_workers=1)
     work.mkdir(parents=True, exist_ok=True)
-    return ms.tune_tir(
-        mod=func, target=target or rt3d_passes.host_target(), work_dir=str(work),
-        max_trials_global=trials, num_trials_per_iter=per_iter, space=space,
-        builder=ms.builder.LocalBuilder(max_workers=1, f_build=fast_build, f_export=f_export,
-                                        timeout_sec=120),
-        runner=wrap_runner(runner) if wrap_runner else runner,
-        database=ms.database.JSONDatabase(work_dir=str(work)),
-        cost_model="random", seed=1)
+    with meta_schedule_logging():
+        return ms.tune_tir(
+            mod=func, target=target or rt3d_passes.host_target(), work_dir=str(work),
+            max_trials_global=trials, num_trials_per_iter=per_iter, space=space,
+            builder=ms.builder.LocalBuilder(max_workers=1, f_build=fast_build, f_export=f_export,
+                                            timeout_sec=120),
+            runner=wrap_runner(runner) if wrap_runner else runner,
+            database=ms.database.JSONDatabase(work_dir=str(work)),
+            cost_model="random", seed=1)
 
 
 def measured_run_secs(path: Path) -> list[list[float]]:

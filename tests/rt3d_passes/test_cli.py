@@ -123,6 +123,12 @@ def test_tune_unreachable_tracker_fails_fast(capsys):
     assert "unreachable" in capsys.readouterr().err
 
 
+def test_tune_bad_rpc_wait_is_named(capsys):
+    assert main(["tune", "c3d_small", "--rpc-tracker", "127.0.0.1:1", "--rpc-key", "x",
+                 "--rpc-wait", "0"]) == 2
+    assert "--rpc-wait: RPC wait must be positive, got 0" in capsys.readouterr().err
+
+
 def test_unknown_model_lists_valid_ones(capsys):
     assert main(["compile", "resnet50"]) == 2
     assert "c3d" in capsys.readouterr().err

@@ -105,6 +105,18 @@ def test_emulated_dir_is_where_the_setup_script_puts_it(monkeypatch):
     assert emulated_dir() == root / ".emulated"
 
 
+def test_runner_session_waits_wait_s_not_the_session_lifetime(loopback):
+    """The tuning runner's session request gives up after ``wait_s`` even when sessions may
+    live long (a slow device), so dead devices cost seconds, not the lifetime, per trial."""
+    settings = rpc.RPCSettings(loopback.url, "no-such-device", timeout_s=600, wait_s=1)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="no-such-device"):
+        settings.create_session()(settings.runner_config())
+    assert time.monotonic() - start < 1 + 1 + SLACK_S  # wait_s, the tracker report, slack
+    with pytest.raises(ValueError, match="RPC wait must be positive"):
+        rpc.RPCSettings(loopback.url, KEY, wait_s=0)
+
+
 def test_dead_server_fails_fast(loopback):
     server = rpc.start_server("never", loopback.url, python="/bin/false")
     with server, pytest.raises(RuntimeError, match="exited"):
@@ -201,8 +213,10 @@ def test_tuning_survives_killed_servers(tmp_path, rng):
 
         hooked = _runner_with_hooks({1: batch(), 2: batch(first, left=1), 3: batch(second)})
         start = time.monotonic()
+        # a healthy measurement may take long on a loaded machine (a 10 s session lifetime
+        # failed one in seven runs there); a dead key fails each request after 10 s
         tune_over_rpc(func, offsets, tracker.address, key, tmp_path, trials=6, per_iter=2,
-              session_timeout_s=10, wrap_runner=hooked)
+                      session_timeout_s=300, wait_s=10, wrap_runner=hooked)
         elapsed, after_kill = time.monotonic() - start, time.monotonic() - last_kill[0]
     measured = measured_run_secs(records)
     total = len(records.read_text().splitlines())

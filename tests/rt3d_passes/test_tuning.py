@@ -11,7 +11,7 @@ from tvm import relax
 import rt3d_passes
 from rt3d_passes.target import get_target, host_target, kryo_target
 from rt3d_passes.testing import structured_weight
-from rt3d_passes.tuning import extract_tasks, open_database, tune_model
+from rt3d_passes.tuning import extract_tasks, meta_schedule_logging, open_database, tune_model
 from schedules.contract import KGS_CONV3D_ATTR
 from tests.conftest import assert_close_rel, run_vm
 
@@ -88,6 +88,29 @@ def test_named_targets():
     assert get_target("host").kind.name == "llvm"
     with pytest.raises(ValueError, match="valid targets: host, kryo, adreno"):
         get_target("hexagon")
+
+
+def test_meta_schedule_logging_survives_unnamed_handlers(tmp_path):
+    """MetaSchedule rebuilds its logging config per tuning run and fails on an unnamed handler
+    on its logger (pytest >= 9 attaches one to every non-propagating logger): the guard every
+    tuning path uses detaches such handlers while it runs and puts them back."""
+    import logging
+
+    from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+    from rt3d_passes.tuning.measure import META_SCHEDULE_LOGGER
+
+    logger = logging.getLogger(META_SCHEDULE_LOGGER)
+    foreign = logging.NullHandler()  # no name, like pytest's LogCaptureHandler
+    logger.addHandler(foreign)
+    try:
+        for run in range(2):  # the second run is the one that failed
+            with meta_schedule_logging():
+                assert foreign not in logger.handlers
+                get_loggers_from_work_dir(str(tmp_path / f"run{run}"), ["main"])
+            assert foreign in logger.handlers
+    finally:
+        logger.removeHandler(foreign)
 
 
 @pytest.mark.tuning
