@@ -38,7 +38,14 @@ from .contract import (
     func_attr,
     is_kgs_conv3d,
 )
-from .utils import inline_epilogue, largest_divisor, producers_named, tile, unroll_knob
+from .utils import (
+    inline_epilogue,
+    largest_divisor,
+    producers_named,
+    schedule_flat_pad,
+    tile,
+    unroll_knob,
+)
 
 __all__ = [
     "AVX2",
@@ -175,14 +182,6 @@ def depth_rows(od: int, rows_left: int) -> int:
     return largest_divisor(od, max(1, rows_left))
 
 
-def _schedule_pad(sch: s_tir.Schedule, block, padded: tuple[int, int, int]) -> None:
-    """Parallel copy into the padded buffer: split the flat axis into (c, d, h, w) so the
-    index arithmetic of the flat layout simplifies to plain loops."""
-    n, f = sch.get_loops(block)
-    c, d, _, _ = sch.split(f, [None, *padded])
-    sch.parallel(sch.fuse(n, c, d))
-
-
 def schedule_kgs_conv3d_cpu(
     sch: s_tir.Schedule,
     fixed: bool = True,
@@ -272,7 +271,7 @@ def schedule_kgs_conv3d_cpu(
         sch.vectorize(sch.get_loops(acc)[-1])
     padded = tuple(int(v) for v in func_attr(sch.mod, KGS_PADDED_ATTR))
     for pad in producers_named(sch, blk, KGS_PAD_BLOCK):
-        _schedule_pad(sch, pad, padded)
+        schedule_flat_pad(sch, pad, padded)
     for crop in _consumers_named(sch, acc, KGS_CROP_BLOCK):
         loops = sch.get_loops(crop)
         sch.parallel(sch.fuse(*loops[:3]))

@@ -35,7 +35,7 @@ from .contract import (
     is_winograd_conv3d,
 )
 from .cpu_kgs_conv3d import cpu_config
-from .utils import largest_divisor, tile, unroll_knob
+from .utils import largest_divisor, schedule_flat_pad, tile, unroll_knob
 
 __all__ = [
     "WinogradConv3DCPU",
@@ -81,11 +81,7 @@ def schedule_winograd_conv3d_cpu(sch: s_tir.Schedule, fixed: bool = True, lanes:
 def schedule_input_transform(sch: s_tir.Schedule) -> None:
     """Pad and pack (the input transform) of a Winograd conv3d."""
     dp, hp, wp, n_h, n_w = (int(v) for v in func_attr(sch.mod, WINOGRAD_SHAPE_ATTR))
-    # pad: a parallel copy, the flat axis split into (c, d, h, w)
-    pad = sch.get_sblock(WINOGRAD_PAD_BLOCK)
-    n, f = sch.get_loops(pad)
-    c, d, _, _ = sch.split(f, [None, dp, hp, wp])
-    sch.parallel(sch.fuse(n, c, d))
+    schedule_flat_pad(sch, sch.get_sblock(WINOGRAD_PAD_BLOCK), (dp, hp, wp))
 
     # pack: (c, d, th, tw) outer, the alpha^2 points unrolled
     pack = sch.get_sblock(WINOGRAD_PACK_BLOCK)
