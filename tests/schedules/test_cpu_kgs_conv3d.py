@@ -120,3 +120,30 @@ def test_w_tile_is_at_most_two_registers():
         assert r_w <= 16 and ow % r_w == 0
     assert register_tile(80, 8, 8, 8, 24, "w")[0] == 16
     assert register_tile(40, 8, 8, 8, 24, "w") == (8, 2)  # whole registers, two rows
+
+
+@pytest.mark.parametrize("channels", [1, 6])
+def test_pad_copy_is_parallel_over_channels_only(rng, channels):
+    """The zero-padded input copy runs parallel over batch x channels, with depth, rows and
+    columns as plain inner loops: fused into the parallel loop, depth left a division and a
+    modulo per element (2.7x a memcpy). A single channel keeps depth in it (both threads
+    work)."""
+    from tvm.tirx import ForKind
+
+    from schedules.contract import KGS_PAD_BLOCK
+    from schedules.cpu_kgs_conv3d import schedule_kgs_conv3d_cpu
+
+    shape = (1, channels, 4, 6, 6)
+    w = structured_weight((8, channels, 3, 3, 3), "dense", 0, rng=rng)
+    func = kgs_conv3d_primfunc(shape, S.compact(w, (8, 1)), padding=(1, 1, 1))
+    sch = schedule_kgs_conv3d_cpu(s_tir.Schedule(func))
+    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock(KGS_PAD_BLOCK))]
+    assert [loop.kind == ForKind.PARALLEL for loop in loops] == [True] + [False] * (
+        len(loops) - 1)
+    padded = (4 + 2) * (6 + 2) * (6 + 2)
+    expected = channels if channels > 1 else 4 + 2
+    assert int(loops[0].extent) == expected
+    inner = 1
+    for loop in loops[1:]:
+        inner *= int(loop.extent)
+    assert int(loops[0].extent) * inner == channels * padded
