@@ -93,7 +93,9 @@ class BenchConfig:
     train_clips: int = 1000
     val_clips: int = 600
     test_clips: int = 2000
-    dense_epochs: int = 20
+    # 20 epochs left the dense model at 48 % test top-1 and still climbing (val 0.44 -> 0.47
+    # over the last 3 epochs, seed 0): not a plateau
+    dense_epochs: int = 40
     dense_lr: float = 2e-3
     dense_seeds: tuple[int, ...] = (0, 1)
     order_seeds: tuple[int, ...] = (0, 1)
@@ -111,10 +113,11 @@ class BenchConfig:
     # shrink a whole layer for free (RegularizerConfig.normalize)
     normalize: str = "layer"
     eps: float = 0.05  # relative to the layer's mean squared group norm (normalize="layer")
-    # selection grids (x4 steps), chosen on validation
+    # selection grids (x4 steps), chosen on validation; the reduced run picked the largest
+    # lambda of both regularizers' grids (2e-3..3.2e-2, 3e-3..4.8e-2): moved one step up
     grid: tuple[tuple[str, tuple[float, ...]], ...] = (
-        ("group_lasso", (2e-3, 8e-3, 3.2e-2)),
-        ("reweighted", (3e-3, 1.2e-2, 4.8e-2)),
+        ("group_lasso", (8e-3, 3.2e-2, 1.28e-1)),
+        ("reweighted", (1.2e-2, 4.8e-2, 1.92e-1)),
         ("admm", (0.03, 0.1, 0.3)),
     )
     rows: tuple[str, ...] = ("control", "heuristic/vanilla", "heuristic/kgs",
