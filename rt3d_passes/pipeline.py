@@ -24,6 +24,7 @@ import schedules
 
 from .transform import RewriteOptions, rt3d_rewrite
 from .tuning.database import apply_database, open_database
+from .tuning.select import has_candidate_pairs, with_measured
 
 __all__ = ["rt3d_pipeline"]
 
@@ -57,6 +58,9 @@ def rt3d_pipeline(
     database : meta_schedule.Database or path, optional
         Tuning records (``rt3d tune``); a path is opened with
         :func:`rt3d_passes.tuning.open_database`, which refuses a database of another target.
+        Where it measured a layer's direct and Winograd operators (``rt3d tune
+        --compare-algorithms``), the layer gets the faster one
+        (:func:`rt3d_passes.tuning.measured_choices`).
     fuse_epilogue : bool
         Fuse bias, residual add and ReLU into the KGS operator
         (:class:`~rt3d_passes.FuseKGSConv3DEpilogue`).
@@ -86,12 +90,16 @@ def rt3d_pipeline(
                 relax.get_default_pipeline(tgt),
             ]
         else:
+            # a database that measured a layer's direct and Winograd operators decides its
+            # algorithm instead of the cost model
+            run_opts = with_measured(mod, tgt, db, opts, fuse_epilogue) if db is not None \
+                and has_candidate_pairs(db) else opts
             phases = [
                 # Phase 1: RT3D graph rewrite (before LegalizeOps: it matches R.nn.conv3d),
                 # and x @ W.T kept as one matmul: otherwise FoldConstant stores the
                 # classifier's weight transposed and its GEMV reduces along a strided axis
                 # (C3D's fc6: 40x slower)
-                rt3d_rewrite(opts, fuse_epilogue),
+                rt3d_rewrite(run_opts, fuse_epilogue),
                 relax.transform.FuseTransposeMatmul(),
                 # Phase 2: TVM's CPU legalization and fusion (our PrimFuncs are opaque to
                 # FuseOps)

@@ -56,6 +56,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     mod = load_model_file(args.path, model=args.model, input_shape=args.input_shape)
     options = _options(args, min_mac_reduction=args.min_mac_reduction, group=args.group,
                        include_dense=False if args.sparse_only else None)
+    if args.tuning_db:
+        # what a compile with this database does: measured algorithms replace the model's
+        from ..target import get_target
+        from ..tuning import open_database, with_measured
+
+        target = get_target(args.target)
+        options = with_measured(mod, target, open_database(args.tuning_db, target), options)
     reports = inspect(mod, options)
     if args.json:
         print(json.dumps([dict(layer=r.layer, weight_shape=r.weight_shape, scheme=r.scheme,
@@ -113,18 +120,20 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or f"work_dirs/{args.model}-{args.target}"
     try:
         summary = tune_model(mod, target, work_dir, trials_per_task=args.trials, rpc=rpc,
-                             options=_options(args))
+                             options=_options(args),
+                             compare_algorithms=args.compare_algorithms)
     except KeyboardInterrupt:
         # records are appended as they are measured; the database stays whole (a truncated
         # last line is repaired on open), so the same command resumes
         print(f"\nrt3d tune: interrupted; the records measured so far are in {work_dir}: "
               "run the same command again to resume", file=sys.stderr)
         return 130
-    print(f"\n{'task':<16} {'layers':>6} {'GMACs':>7} {'trials':>6} {'records':>7} "
+    width = max([16, *(len(row["task"]) for row in summary)])
+    print(f"\n{'task':<{width}} {'layers':>6} {'GMACs':>7} {'trials':>6} {'records':>7} "
           f"{'best ms':>8}")
     for row in summary:
         best = f"{row['best_ms']:.2f}" if row["best_ms"] is not None else "-"
-        print(f"{row['task']:<16} {row['weight']:>6} {row['macs'] / 1e9:>7.3f} "
+        print(f"{row['task']:<{width}} {row['weight']:>6} {row['macs'] / 1e9:>7.3f} "
               f"{row['trials_run']:>6} {row['records']:>7} {best:>8}")
     print(f"database: {work_dir}")
     return 0
@@ -192,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report what a rewrite of the pruned layers only would do (the pipeline "
                         "also compiles unpruned layers with RT3D's dense kernel)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--tuning-db", help="database directory written by `rt3d tune`: layers it "
+                                       "measured both ways get the faster algorithm")
+    p.add_argument("--target", default="host", choices=["host", "kryo", "adreno"],
+                   help="target of --tuning-db")
     _algorithm_args(p)
     p.set_defaults(func=_cmd_inspect)
 
@@ -223,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-wait", type=int,
                    help="seconds a measurement waits for a free device before it fails "
                         "(default: --rpc-timeout)")
+    p.add_argument("--compare-algorithms", action="store_true",
+                   help="also tune every Winograd-eligible layer's other algorithms (direct, "
+                        "F(2x2), F(4x4)): a compile with the database then runs each such "
+                        "layer with the one measured fastest")
     _algorithm_args(p)
     p.set_defaults(func=_cmd_tune)
 

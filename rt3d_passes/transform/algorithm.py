@@ -19,7 +19,9 @@ CPU's vector FMA peak:
 Winograd is chosen when its best tile is cheaper than direct by :data:`WINOGRAD_MARGIN`, so a
 close call stays direct (the pass must not pick a loser). The constants were fitted to
 ``benchmarks/schedule_bench.py --winograd`` on C3D's and R(2+1)D's layers (AVX-512, 2 threads);
-what a user forces per layer (``RewriteOptions.algorithms``) overrides the model.
+what a user forces per layer (``RewriteOptions.algorithms``) overrides the model, and so do
+measured times (``RewriteOptions.measured``, from a tuning database that holds the layer's
+candidates: :func:`rt3d_passes.tuning.measured_choices`).
 """
 
 from __future__ import annotations
@@ -136,6 +138,14 @@ def choose_algorithm(
         return AlgorithmChoice("direct", 0, f"direct: no Winograd, {why_not}")
     if not options.winograd and not forced:
         return AlgorithmChoice("direct", 0, "direct: winograd=False")
+    measured = None if forced else options.measured_algorithm(layer)
+    if measured:
+        algorithm, why = measured
+        gm = int(group_m or WINOGRAD_GROUP_M)
+        if algorithm == "direct":
+            return AlgorithmChoice("direct", 0, f"direct: {why}")
+        tile = int(algorithm[-1])
+        return AlgorithmChoice("winograd", tile, f"Winograd F({tile}x{tile}): {why}", gm)
     gm = int(group_m or WINOGRAD_GROUP_M)
     columns, counts = winograd_columns(weight, gm)
     del columns

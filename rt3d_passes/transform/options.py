@@ -12,10 +12,12 @@ from collections.abc import Mapping
 
 from ..sparsity import DEFAULT_STRAY_TOLERANCE
 
-__all__ = ["ALGORITHMS", "RewriteOptions"]
+__all__ = ["ALGORITHMS", "MEASURED_ALGORITHMS", "RewriteOptions"]
 
 #: Values of :attr:`RewriteOptions.algorithms`.
 ALGORITHMS: tuple[str, ...] = ("direct", "winograd", "winograd2", "winograd4")
+#: The algorithms a layer can be measured with (a Winograd operator has a fixed tile).
+MEASURED_ALGORITHMS: tuple[str, ...] = ("direct", "winograd2", "winograd4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,10 @@ class RewriteOptions:
         model), ``"winograd2"`` or ``"winograd4"`` (``F(2x2, 3x3)`` / ``F(4x4, 3x3)``). A
         forced Winograd on an ineligible layer is an error naming the layer; a name that
         matches no layer is an error too (see :func:`rt3d_passes.inspect` for the names).
+    measured : tuple of (layer, algorithm, reason), optional
+        Algorithms chosen from measured times (a tuning database that holds a layer's
+        direct and Winograd operators: :func:`rt3d_passes.tuning.measured_choices`); they
+        replace the cost model's choice for those layers, ``algorithms`` still wins.
     """
 
     min_mac_reduction: float = 1.2
@@ -53,6 +59,7 @@ class RewriteOptions:
     stray_tolerance: float = DEFAULT_STRAY_TOLERANCE
     winograd: bool = True
     algorithms: tuple[tuple[str, str], ...] = ()
+    measured: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self):
         if self.min_mac_reduction < 1.0:
@@ -74,6 +81,12 @@ class RewriteOptions:
             raise ValueError(f"unknown conv3d algorithm(s) {', '.join(bad)}; valid: "
                              f"{', '.join(ALGORITHMS)}")
         object.__setattr__(self, "algorithms", pairs)
+        measured = tuple(sorted((str(k), str(v), str(why)) for k, v, why in self.measured))
+        bad = [f"{k}={v}" for k, v, _ in measured if v not in MEASURED_ALGORITHMS]
+        if bad:
+            raise ValueError(f"measured algorithm(s) {', '.join(bad)} not one of "
+                             f"{', '.join(MEASURED_ALGORITHMS)}")
+        object.__setattr__(self, "measured", measured)
 
     def for_target(self, target) -> RewriteOptions:
         """These options for ``target``: unchanged on CPUs; without Winograd on GPU targets,
@@ -91,6 +104,10 @@ class RewriteOptions:
     def forced_algorithm(self, layer: str) -> str | None:
         """The algorithm forced for ``layer``, if any."""
         return dict(self.algorithms).get(layer)
+
+    def measured_algorithm(self, layer: str) -> tuple[str, str] | None:
+        """``(algorithm, reason)`` chosen for ``layer`` from measured times, if any."""
+        return next(((v, why) for k, v, why in self.measured if k == layer), None)
 
     @classmethod
     def of(cls, options: RewriteOptions | None = None, **overrides) -> RewriteOptions:

@@ -26,6 +26,7 @@ from ..threads import set_num_threads
 from ..transform import RewriteOptions
 from .database import open_database
 from .measure import make_builder, make_runner, meta_schedule_logging, without_tensor_intrin
+from .select import candidate_tasks
 from .tasks import TuningTask, extract_tasks
 
 __all__ = ["commit_default", "records_for", "tune_model"]
@@ -119,6 +120,7 @@ def tune_model(
     progress: bool = True,
     seed: int = 1,
     options: RewriteOptions | None = None,
+    compare_algorithms: bool = False,
 ) -> list[dict]:
     """Tune every KGS conv3d task of ``mod`` for ``target`` into ``work_dir``.
 
@@ -149,6 +151,11 @@ def tune_model(
         Random state of the search.
     options : RewriteOptions, optional
         Which layers become tasks: the options the model will be compiled with.
+    compare_algorithms : bool
+        Also tune, for every layer that could run either way, the operators of the
+        algorithms the cost model did not pick (direct, F(2x2), F(4x4)), so that a compile
+        with this database runs each such layer with the one measured fastest
+        (:func:`rt3d_passes.tuning.measured_choices`).
 
     Returns
     -------
@@ -160,6 +167,10 @@ def tune_model(
     from tvm.s_tir import meta_schedule as ms
 
     tasks = extract_tasks(mod, target, options)
+    if compare_algorithms:
+        # every layer that could run either way, direct and as both Winograd operators: the
+        # pipeline then compiles each with the one measured fastest (tuning.measured_choices)
+        tasks += candidate_tasks(mod, target, options, tasks)
     db = open_database(work_dir, target, create=True)
     if not rpc:
         # the runner's worker processes inherit TVM_NUM_THREADS: measure with the thread

@@ -87,3 +87,22 @@ def measured_run_secs(path: Path) -> list[list[float]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     secs = [row[1][1] for row in rows]
     return [s for s in secs if s and all(float(v) < 1e9 for v in s)]
+
+
+def commit_measured(db, workloads: dict, ms_by_algorithm: dict):
+    """Commit the default schedule of ``workloads[algorithm]`` with a run time of
+    ``ms_by_algorithm[algorithm]`` ms to ``db`` (a measured database without tuning;
+    MetaSchedule's ``get_top_k`` ignores a record whose trace is empty). Returns ``db``."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    import schedules.meta_schedule as rt3d_ms
+
+    target = rt3d_passes.host_target()
+    for algorithm, secs_ms in ms_by_algorithm.items():
+        sch = s_tir.Schedule(workloads[algorithm])
+        with target:
+            rt3d_ms.schedule_for(target)(sch, True)
+        db.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, db.commit_workload(workloads[algorithm]), [secs_ms / 1e3] * 3, target))
+    return db

@@ -66,6 +66,31 @@ def test_inspect_winograd_options(pruned_small, capsys):
     assert "unknown conv3d algorithm(s) conv1=fft" in capsys.readouterr().err
 
 
+def test_inspect_with_a_tuning_db_shows_measured_algorithms(pruned_small, tmp_path, capsys):
+    """A database that measured conv1 direct and as Winograd decides its algorithm; the report
+    gives the times."""
+    from rt3d_passes.cli.model_spec import load_model_file
+    from rt3d_passes.target import host_target
+    from rt3d_passes.tuning import candidate_workloads, open_database
+    from tests.rt3d_passes.conftest import commit_measured
+
+    mod = load_model_file(str(pruned_small), model="c3d_small")
+    cands = candidate_workloads(mod, host_target())
+    assert "conv1" in cands  # the unpruned 3x3x3 stem of c3d_small
+    db = open_database(tmp_path / "db", host_target(), create=True)
+    for times, algorithm in (({"direct": 9.0, "winograd2": 1.0}, "winograd"),
+                             ({"direct": 0.1}, "direct")):  # now direct: 0.1 < 1.0
+        commit_measured(db, cands["conv1"], times)
+        assert main(["inspect", str(pruned_small), "--model", "c3d_small", "--json",
+                     "--tuning-db", str(tmp_path / "db")]) == 0
+        conv1 = json.loads(capsys.readouterr().out)[0]
+        assert conv1["layer"] == "conv1" and conv1["algorithm"] == algorithm
+        assert conv1["algorithm_reason"].split(": ", 1)[1].startswith("measured fastest (")
+    assert main(["inspect", str(pruned_small), "--model", "c3d_small",
+                 "--tuning-db", str(tmp_path / "none")]) == 2
+    assert "no RT3D tuning database" in capsys.readouterr().err
+
+
 def test_inspect_exported_program(tmp_path, capsys):
     from rt3d_prune.models import build_model
 
