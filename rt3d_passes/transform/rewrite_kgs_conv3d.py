@@ -17,7 +17,13 @@ from ..op.kgs_conv3d import (
     reads_flat_input,
 )
 from ..sparsity import compact
-from .analysis import Conv3DCallRewriter, Conv3DReport, analyze_function, conv3d_weight
+from .analysis import (
+    LAYER_NAMES_ATTR,
+    Conv3DCallRewriter,
+    Conv3DReport,
+    analyze_function,
+    conv3d_weight,
+)
 from .options import RewriteOptions
 
 __all__ = ["RewriteKGSConv3D"]
@@ -75,9 +81,13 @@ class RewriteKGSConv3D:
             if isinstance(func, relax.Function):
                 reports = analyze_function(func, g_var.name_hint, self.options)
                 if any(r.rewrite for r in reports):
-                    rewriter.reports = reports
-                    func = rewriter.visit_expr(func)
-                    rewriter.builder_.update_func(g_var, func)
+                    rewriter.reports = list(reports)
+                    new = rewriter.visit_expr(func)
+                    if func.attrs and LAYER_NAMES_ATTR in func.attrs:
+                        # the names of the conv3d calls left, as RewriteWinogradConv3D does
+                        new = new.with_attr(LAYER_NAMES_ATTR,
+                                            [r.layer for r in reports if not r.rewrite])
+                    rewriter.builder_.update_func(g_var, new)
         return rewriter.builder_.get()
 
 

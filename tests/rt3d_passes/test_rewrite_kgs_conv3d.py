@@ -87,6 +87,19 @@ def test_include_dense_rewrites_every_layer(rng):
     assert relax.analysis.check_well_formed(after)
 
 
+def test_layer_names_left_name_the_calls_left(rng):
+    """Like the Winograd pass, the rewrite keeps ``rt3d.conv3d_names`` naming the conv3d calls
+    it leaves, so a later pass (or report) names them right."""
+    from rt3d_passes.transform.analysis import LAYER_NAMES_ATTR
+
+    before = _before([structured_weight((32, 16, 3, 3, 3), "dense", 0, rng=rng),
+                      structured_weight((32, 32, 3, 3, 3), "kgs", 0.8, (8, 4), rng)])
+    before["main"] = before["main"].with_attr(LAYER_NAMES_ATTR, ["stem", "pruned"])
+    after = rt3d_passes.RewriteKGSConv3D(include_dense=False)(before)
+    assert [str(v) for v in after["main"].attrs[LAYER_NAMES_ATTR]] == ["stem"]
+    assert [r.layer for r in rt3d_passes.inspect(after)] == ["stem"]
+
+
 @pytest.mark.parametrize("scheme,rate", [("kgs", 0.85), ("vanilla", 0.5), ("kgs", 0.95)])
 def test_numeric_through_vm(rng, scheme, rate):
     ws = [structured_weight((24, 16, 3, 3, 3), scheme, rate, (8, 4), rng),

@@ -179,8 +179,12 @@ def test_select_pass_rewrites_the_chosen_layers(block):
     assert tiles == [2, 4]
     assert sum(is_kgs_conv3d(f) for f in prims) == 1
     assert "relax.nn.conv3d" not in out["main"].script()
-    # layer names stay right for the direct pass that runs after the Winograd one
-    assert [str(v) for v in out["main"].attrs["rt3d.conv3d_names"]] == ["c3"]
+    # layer names stay right for the direct pass that runs after the Winograd one, and name
+    # no call once every conv3d is rewritten
+    opts = rt3d_passes.RewriteOptions(algorithms=forced)
+    winograd_only = rt3d_passes.RewriteWinogradConv3D(opts)(mod)
+    assert [str(v) for v in winograd_only["main"].attrs["rt3d.conv3d_names"]] == ["c3"]
+    assert [str(v) for v in out["main"].attrs["rt3d.conv3d_names"]] == []
     # nothing forced: no change of the direct-only result
     direct = rt3d_passes.SelectConv3DAlgorithm(winograd=False)(mod)
     tvm.ir.assert_structural_equal(direct, rt3d_passes.RewriteKGSConv3D()(mod))
