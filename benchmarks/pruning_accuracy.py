@@ -37,8 +37,9 @@ matters.
     python benchmarks/pruning_accuracy.py [--quick] [--plane] [--out benchmarks/results]
                                           [--set k=v ...]
 
-The default profile is sized for about 50 minutes on 2 idle cores (an epoch of 1000 clips
-takes ~10 s there); on a shared machine it takes longer. ``--quick`` is a smoke test of the
+The default profile took 102 minutes on 2 idle cores (session 5: two dense models of 40
+epochs, ~800 s each; 33 pruned rows of 100-150 s); beside any other CPU job it takes several
+times longer (torch's OpenMP threads wait for each other). ``--quick`` is a smoke test of the
 whole pipeline (tiny data, no meaningful numbers).
 """
 
