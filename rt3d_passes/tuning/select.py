@@ -93,17 +93,22 @@ def candidate_workloads(mod: tvm.IRModule, target: Target,
     PrimFunc the ``rt3d`` pipeline builds for the layer with that algorithm, as the tuning
     database keys it (:func:`rt3d_passes.tuning.extract_tasks`'s ``task.mod``)."""
     user_forced = {k for k, _ in RewriteOptions.of(options).algorithms}
+    candidates = candidate_options(mod, target, options)
+    if not candidates:
+        return {}
+    # which layers are rewritten, in binding order, does not depend on the forced algorithm:
+    # the weights are analyzed once, not once per candidate
     folded = FoldBatchNormToConv3D()(mod)
+    rewritten_layers = {
+        g_var.name_hint: [r for r in analyze_function(func, g_var.name_hint, options) if r.rewrite]
+        for g_var, func in folded.functions_items() if isinstance(func, relax.Function)}
     out: dict[str, dict[str, tvm.IRModule]] = {}
-    for algorithm, opts in candidate_options(mod, target, options).items():
+    for algorithm, opts in candidates.items():
         with target:
             rewritten = rt3d_rewrite(opts, fuse_epilogue)(mod)
-        for g_var, func in folded.functions_items():
-            if not isinstance(func, relax.Function):
-                continue
-            reports = [r for r in analyze_function(func, g_var.name_hint, opts) if r.rewrite]
+        for name, reports in rewritten_layers.items():
             calls = _RT3DCalls(rewritten)
-            calls.visit_expr(rewritten[g_var.name_hint])
+            calls.visit_expr(rewritten[name])
             if len(calls.found) != len(reports):
                 continue  # cannot tell which call is which layer: no measured choice here
             for report, prim in zip(reports, calls.found):
