@@ -31,5 +31,6 @@ from .transform import RewriteKGSConv3D as RewriteKGSConv3D
 from .transform import RewriteOptions as RewriteOptions
 from .transform import RewriteWinogradConv3D as RewriteWinogradConv3D
 from .transform import SelectConv3DAlgorithm as SelectConv3DAlgorithm
+from .transform import VectorizeSigmoid as VectorizeSigmoid
 from .transform import format_reports as format_reports
 from .transform import inspect as inspect

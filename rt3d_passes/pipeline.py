@@ -22,7 +22,7 @@ from tvm.target import Target
 
 import schedules
 
-from .transform import RewriteOptions, rt3d_rewrite
+from .transform import RewriteOptions, VectorizeSigmoid, rt3d_rewrite
 from .tuning.database import apply_database, open_database
 from .tuning.select import has_candidate_pairs, with_measured
 
@@ -41,6 +41,7 @@ def rt3d_pipeline(
     algorithms=None,
     database=None,
     fuse_epilogue: bool = True,
+    vectorize_sigmoid: bool = True,
 ) -> tvm.transform.Pass:
     """The RT3D compilation pipeline.
 
@@ -64,6 +65,10 @@ def rt3d_pipeline(
     fuse_epilogue : bool
         Fuse bias, residual add and ReLU into the KGS operator
         (:class:`~rt3d_passes.FuseKGSConv3DEpilogue`).
+    vectorize_sigmoid : bool
+        On CPUs, compute sigmoid and SiLU (Swish) with a polynomial ``exp`` LLVM vectorizes,
+        as accurate as PyTorch's (:class:`~rt3d_passes.VectorizeSigmoid`); ``False`` keeps
+        TVM's C library ``expf``, one call per element.
     """
     opts = RewriteOptions.of(options, min_mac_reduction=min_mac_reduction, group=group,
                              include_dense=include_dense, winograd=winograd,
@@ -98,9 +103,10 @@ def rt3d_pipeline(
                 # Phase 1: RT3D graph rewrite (before LegalizeOps: it matches R.nn.conv3d),
                 # and x @ W.T kept as one matmul: otherwise FoldConstant stores the
                 # classifier's weight transposed and its GEMV reduces along a strided axis
-                # (C3D's fc6: 40x slower)
+                # (C3D's fc6: 40x slower); sigmoid / SiLU with an exp LLVM vectorizes
                 rt3d_rewrite(run_opts, fuse_epilogue),
                 relax.transform.FuseTransposeMatmul(),
+                *([VectorizeSigmoid()] if vectorize_sigmoid else []),
                 # Phase 2: TVM's CPU legalization and fusion (our PrimFuncs are opaque to
                 # FuseOps)
                 *cpu_generic.library_dispatch_passes(tgt),

@@ -22,7 +22,7 @@ from .cpu_kgs_conv3d import (
     schedule_cpu,
     schedule_kgs_conv3d_cpu,
 )
-from .cpu_parallel_fallback import ParallelFallbackCPU
+from .cpu_parallel_fallback import ParallelFallbackCPU, inline_elementwise
 from .cpu_winograd_conv3d import (
     WinogradConv3DCPU,
     schedule_winograd_conv3d_cpu,
@@ -39,6 +39,7 @@ __all__ = [
     "adreno_space",
     "cpu_config",
     "default_rules",
+    "inline_elementwise",
     "is_kgs_conv3d",
     "schedule_cpu",
     "schedule_kgs_conv3d_adreno",

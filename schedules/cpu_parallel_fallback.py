@@ -1,13 +1,19 @@
-"""CPU fallback rule: parallelize the leading spatial loops of every block of a PrimFunc.
+"""CPU fallback rule: inline elementwise chains, then parallelize the leading spatial loops of
+every block of a PrimFunc.
 
 TVM's CPU pipeline leaves everything dlight does not match unscheduled and single-threaded:
-in a 3D CNN that is the fused bias-add + ReLU after every conv3d and the 3D pooling, which on
-C3D's first layers stream tens of MB each. Splitting their outer loops across cores is always
-legal for spatial loops and is enough for such memory-bound operators (LLVM vectorizes the
-inner loops).
+in a 3D CNN that is the fused bias-add + ReLU after every conv3d, the 3D pooling, and the
+Swish / squeeze-excitation chains of X3D, which on the first layers stream tens of MB each.
+A fused chain such as ``x * sigmoid(s)`` then ``y * sigmoid(y)`` then a reshape arrives as
+one block per op, each writing a full-size intermediate buffer: the rule inlines them into
+one pass over memory (X3D-S's largest chain: 5.4 -> 0.9 ms). Splitting the outer loops across
+cores is always legal for spatial loops and is enough for such memory-bound operators (LLVM
+vectorizes the inner loops).
 """
 
 from __future__ import annotations
+
+import math
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -16,7 +22,118 @@ from tvm.target import Target
 
 from .contract import is_rt3d_conv3d
 
-__all__ = ["ParallelFallbackCPU"]
+__all__ = ["ParallelFallbackCPU", "inline_elementwise"]
+
+
+def _iterations(sch: s_tir.Schedule, block) -> int | None:
+    """How many times ``block`` runs (the product of its loops), None when symbolic."""
+    n = 1
+    for loop in sch.get_loops(block):
+        extent = sch.get(loop).extent
+        if not isinstance(extent, tirx.IntImm):
+            return None
+        n *= extent.value
+    return n
+
+
+def inline_elementwise(sch: s_tir.Schedule) -> int:
+    """Inline every injective block into its consumers where that costs no recomputation.
+
+    A block is inlined when all its consumers are injective blocks too (a pooling window
+    would recompute it per tap) that run no more often than it does (inlining a per-channel
+    ``sigmoid(s)`` into the full-size multiply would evaluate the sigmoid per element).
+    Returns the number of blocks inlined.
+    """
+    inlined = 0
+    while True:
+        infos = normalize_prim_func(sch)
+        if not infos:
+            return inlined
+        injective = [sch.get(info.block_rv) for info in infos if info.is_injective()]
+        for info in infos:
+            if not info.is_injective():
+                continue
+            consumers = sch.get_consumers(info.block_rv)
+            runs = _iterations(sch, info.block_rv)
+            if not consumers or runs is None:
+                continue
+            if not all(any(sch.get(c).same_as(b) for b in injective)
+                       and (_iterations(sch, c) or runs + 1) <= runs for c in consumers):
+                continue
+            try:
+                sch.compute_inline(info.block_rv)
+            except s_tir.ScheduleError:
+                continue
+            inlined += 1
+            break
+        else:
+            return inlined
+
+
+def _row_length(sch: s_tir.Schedule, block, extent: int) -> int | None:
+    """For a block with one flat loop (a reshape's): the innermost extent of a buffer it reads
+    with as many elements, so the loop splits into rows and the reads' ``//`` and ``%``
+    simplify (a parallel loop over 1.1 M positions otherwise divides per element)."""
+    for region in sch.get(block).reads:
+        shape = [int(v) for v in region.source.shape if isinstance(v, tirx.IntImm)]
+        if len(shape) != len(region.source.shape) or not shape:
+            continue
+        total = 1
+        for v in shape:
+            total *= v
+        if total == extent and 1 < shape[-1] < extent and extent % shape[-1] == 0:
+            return shape[-1]
+    return None
+
+
+#: a reduction at least this long (a global mean) gets vector accumulators
+_LONG_REDUCTION = 64
+
+
+def _vectorize_reduction(sch: s_tir.Schedule, info) -> bool:
+    """Vector accumulators for a long reduction over trailing axes (a global mean: one serial
+    chain of dependent adds per channel otherwise; X3D-S's 54 x 13x40x40 mean 0.95 -> see
+    DEVELOPERS.md): the innermost reduction loop is split by the widest lane count that
+    divides it, the lanes ``rfactor``-ed into a vector of partial sums, and the spatial loops
+    run in parallel. The reads stay affine in the lanes (fusing the reduction loops first
+    would make them ``//`` / ``%`` gathers). False where it does not apply (``sch`` may then
+    be half-changed: pass a copy)."""
+    kinds = [it.kind for it in info.iters]
+    if not info.is_reduction() or "S" not in kinds or "R" not in kinds \
+            or kinds != sorted(kinds, key="SR".index) \
+            or not all(isinstance(it.dom, int) for it in info.iters):
+        return False
+    spatial = [it.loop_rv for it in info.iters if it.kind == "S"]
+    reduce = [it for it in info.iters if it.kind == "R"]
+    if math.prod(it.dom for it in reduce) < _LONG_REDUCTION:
+        return False
+    # the fewest trailing reduction loops whose extent some lane count divides
+    lanes = None
+    for k in range(1, len(reduce) + 1):
+        lanes = next((n for n in (16, 8, 4) if math.prod(it.dom for it in reduce[-k:]) % n == 0),
+                     None)
+        if lanes is not None:
+            break
+    if lanes is None:
+        return False
+    block = info.block_rv
+    out_ndim = len(sch.get(block).writes[0].source.shape)
+    try:
+        tail = [it.loop_rv for it in reduce[-k:]]
+        outer, lane = sch.split(sch.fuse(*tail) if k > 1 else tail[0], [None, lanes])
+        rest = [it.loop_rv for it in reduce[:-k]] + [outer]
+        if len(rest) > 1:
+            sch.fuse(*rest)
+        partial = sch.rfactor(lane, factor_axis=out_ndim)
+        for blk in (partial, block):
+            loops = sch.get_loops(blk)
+            sch.parallel(sch.fuse(*loops[:len(spatial)]) if len(spatial) > 1 else loops[0])
+        loops = sch.get_loops(partial)
+        sch.vectorize(loops[-1])
+        sch.decompose_reduction(partial, loops[1])
+    except s_tir.ScheduleError:  # e.g. a reducer rfactor does not know
+        return False
+    return True
 
 
 class ParallelFallbackCPU(CPUScheduleRule):
@@ -38,20 +155,35 @@ class ParallelFallbackCPU(CPUScheduleRule):
         if any(it.kind == "R" for it in iters) and \
                 not all(isinstance(it.dom, int) for it in iters):
             return None
+        inline_elementwise(sch)
+        infos = normalize_prim_func(sch)  # each call may rebuild the loops: take fresh ones
         scheduled = False
         for info in infos:
+            trial = sch.copy()
+            if _vectorize_reduction(trial, info):
+                sch, scheduled = trial, True
+                continue
             lead = []
             for it in info.iters:
                 if it.kind != "S":
                     break
                 lead.append(it.loop_rv)
+            if len(lead) == 1 and len(info.iters) == 1 and isinstance(info.iters[0].dom, int):
+                row = _row_length(sch, info.block_rv, info.iters[0].dom)
+                if row is not None:
+                    lead = list(sch.split(lead[0], [info.iters[0].dom // row, row]))
             # keep the innermost spatial loop serial (LLVM vectorizes it) unless it is alone;
             # with reduction loops too (pooling) when it is long: one fused parallel loop over
             # every output position recomputes each index by division (C3D's first max pool:
-            # 6.6 ms -> see DEVELOPERS.md)
+            # 6.6 ms -> see DEVELOPERS.md); but not for a long reduction (a global mean whose
+            # trailing axis takes no vector lanes): its channels are all the parallelism
             inner = sch.get(lead[-1]).extent if lead else 1
-            keep = len(lead) > 1 and (len(lead) == len(info.iters)
-                                      or (isinstance(inner, tirx.IntImm) and inner.value >= 8))
+            reduce = [it.dom for it in info.iters[len(lead):]]
+            long_reduction = all(isinstance(d, int) for d in reduce) and \
+                math.prod(reduce) >= _LONG_REDUCTION
+            keep = len(lead) > 1 and not long_reduction and (
+                len(lead) == len(info.iters) or len(info.iters) == 1
+                or (isinstance(inner, tirx.IntImm) and inner.value >= 8))
             outer = lead[:-1] if keep else lead
             if not outer:
                 continue

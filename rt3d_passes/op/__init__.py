@@ -2,6 +2,7 @@
 
 * :mod:`.kgs_conv3d` -- the sparse kernel-group-structured conv3d and its geometry;
 * :mod:`.epilogue` -- the same operator with bias, residual add and ReLU fused;
+* :mod:`.sigmoid` -- sigmoid and SiLU with a vectorizable ``exp``;
 * :mod:`.winograd_conv3d` -- depth-sliced Winograd F(m x m, 3 x 3) conv3d, epilogue included.
 
 The names their PrimFuncs carry (attributes, blocks, schedule rules) are in
@@ -17,6 +18,9 @@ from .kgs_conv3d import kgs_conv3d_attrs as kgs_conv3d_attrs
 from .kgs_conv3d import kgs_conv3d_primfunc as kgs_conv3d_primfunc
 from .kgs_conv3d import kgs_conv3d_te as kgs_conv3d_te
 from .kgs_conv3d import reads_flat_input as reads_flat_input
+from .sigmoid import sigmoid_te as sigmoid_te
+from .sigmoid import silu_te as silu_te
+from .sigmoid import vector_exp as vector_exp
 from .winograd_conv3d import WINOGRAD_RTOL as WINOGRAD_RTOL
 from .winograd_conv3d import WINOGRAD_TILES as WINOGRAD_TILES
 from .winograd_conv3d import WinogradGeometry as WinogradGeometry

@@ -5,6 +5,7 @@
 * :class:`RewriteWinogradConv3D` -- the layers the cost model gives to Winograd;
 * :class:`SelectConv3DAlgorithm` -- both rewrites: Winograd where chosen, direct elsewhere;
 * :class:`FuseKGSConv3DEpilogue` -- bias, residual add and ReLU into either operator;
+* :class:`VectorizeSigmoid` -- sigmoid and SiLU with an ``exp`` LLVM vectorizes;
 * :func:`rt3d_rewrite` -- fold, select and fuse in the ``rt3d`` pipeline's order;
 * :func:`inspect` / :func:`format_reports` -- what the rewrite does to each layer, and why.
 """
@@ -17,6 +18,7 @@ from .rewrite import rt3d_rewrite
 from .rewrite_kgs_conv3d import RewriteKGSConv3D
 from .rewrite_winograd_conv3d import RewriteWinogradConv3D
 from .select_conv3d_algorithm import SelectConv3DAlgorithm
+from .vectorize_sigmoid import VectorizeSigmoid
 
 __all__ = [
     "Conv3DReport",
@@ -26,6 +28,7 @@ __all__ = [
     "RewriteOptions",
     "RewriteWinogradConv3D",
     "SelectConv3DAlgorithm",
+    "VectorizeSigmoid",
     "format_reports",
     "inspect",
     "rt3d_rewrite",

@@ -41,3 +41,49 @@ def test_fallback_does_not_apply_to_gpu_or_rt3d_operator(rng):
     w = structured_weight((8, 4, 3, 3, 3), "kgs", 0.5, (8, 4), rng)
     kgs = kgs_conv3d_primfunc((1, 4, 4, 6, 6), S.compact(w, (8, 4)), padding=(1, 1, 1))
     assert rule.apply(kgs, rt3d_passes.host_target(), False) is None
+
+
+def _se_swish_chain() -> tvm.IRModule:
+    """X3D's squeeze-excitation scale then Swish then the flat view the next conv reads:
+    ``y = x * sigmoid(s)``, ``z = y * sigmoid(y)``, ``reshape(z)``."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 6, 3, 5, 8), "float32"))
+    s = relax.Var("s", relax.TensorType((1, 6, 1, 1, 1), "float32"))
+    with bb.function("main", [x, s]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.multiply(x, bb.emit(relax.op.sigmoid(s))))
+            z = bb.emit(relax.op.multiply(y, bb.emit(relax.op.sigmoid(y))))
+            out = bb.emit_output(relax.op.reshape(z, (1, 6 * 3 * 5 * 8)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_elementwise_chain_is_one_pass_without_recomputing_broadcasts(rng):
+    mod = _se_swish_chain()
+    target = rt3d_passes.host_target()
+    with target:
+        lowered = relax.get_pipeline("rt3d", target=target)(mod)
+    (func,) = [f for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    allocs = list(func.body.block.alloc_buffers)
+    # only the per-channel sigmoid(s) stays a buffer: inlining it would evaluate it per element
+    assert [tuple(int(v) for v in b.shape) for b in allocs] == [(1, 6, 1, 1, 1)]
+    xs = rng.standard_normal((1, 6, 3, 5, 8)).astype(np.float32)
+    ss = rng.standard_normal((1, 6, 1, 1, 1)).astype(np.float32)
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs),
+                                                       tvm.runtime.tensor(ss)).numpy()
+    y = torch.from_numpy(xs) * torch.sigmoid(torch.from_numpy(ss))
+    assert_close_rel(out, (y * torch.sigmoid(y)).reshape(1, -1).numpy(), 1e-6)
+
+
+def test_inline_elementwise_leaves_producers_of_reductions():
+    """A pooling window reads its producer once per tap: inlining would recompute it."""
+    a = te.placeholder((4, 16), name="a")
+    b = te.compute((4, 16), lambda i, j: te.exp(a[i, j]), name="b")
+    k = te.reduce_axis((0, 16), name="k")
+    c = te.compute((4,), lambda i: te.sum(b[i, k], axis=k), name="c")
+    d = te.compute((4,), lambda i: c[i] * 2, name="d")
+    sch = tvm.s_tir.Schedule(te.create_prim_func([a, d]))
+    assert schedules.inline_elementwise(sch) == 0  # b feeds a reduction; d is the output
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
+    assert names == ["b", "c", "d"]
