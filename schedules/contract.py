@@ -20,6 +20,7 @@ __all__ = [
     "KGS_PAD_BLOCK",
     "KGS_SCHEDULE_RULE",
     "KGS_STRIDES_ATTR",
+    "KGS_W_PHASES_ATTR",
     "NO_SCHEDULE_RULE",
     "WINOGRAD_BGEMM_BLOCK",
     "WINOGRAD_CONV3D_ATTR",
@@ -40,8 +41,11 @@ __all__ = [
 KGS_CONV3D_ATTR = "rt3d.kgs_conv3d"
 #: PrimFunc attribute: (Dp, Hp, Wp) of the flat padded input.
 KGS_PADDED_ATTR = "rt3d.padded_spatial"
-#: PrimFunc attribute: (s_d, s_h, s_w) (vectorizing along W needs s_w = 1).
+#: PrimFunc attribute: (s_d, s_h, s_w) (vectorizing along W needs s_w = 1, or W phases).
 KGS_STRIDES_ATTR = "rt3d.strides"
+#: PrimFunc attribute: how many phases the padded copy splits each row along W into (s_w for
+#: a W-strided conv with a padded copy: output positions then read consecutive elements).
+KGS_W_PHASES_ATTR = "rt3d.w_phases"
 #: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3),
 #: input shape(5)]``, for passes that rebuild the operator (the epilogue fusion).
 KGS_GEOMETRY_ATTR = "rt3d.geometry"

@@ -32,9 +32,11 @@ from .contract import (
     KGS_CONV3D_ATTR,
     KGS_CONV3D_BLOCK,
     KGS_CROP_BLOCK,
+    KGS_GEOMETRY_ATTR,
     KGS_PAD_BLOCK,
     KGS_PADDED_ATTR,
     KGS_STRIDES_ATTR,
+    KGS_W_PHASES_ATTR,
     func_attr,
     is_kgs_conv3d,
 )
@@ -120,10 +122,22 @@ ROWS_OUTER_WEIGHT_BYTES = 4 * 1024 * 1024
 MAX_W_REGISTERS = 2
 
 
+#: Groups go outside rows when a group reads at most this many input channels' worth of
+#: kernel taps (depthwise and narrow grouped convs: each group reads only its own channels, so
+#: sweeping one group's rows keeps its input in cache; rows outside re-read every depth plane
+#: from memory once per kernel tap along D). X3D-S's depthwise layers: 1.9-3x faster.
+GROUPS_OUTER_CHANNELS = 4
+
+
 def rows_outer_default(sch: s_tir.Schedule) -> bool:
-    """Heuristic loop order: rows outside groups unless the compacted weights are large."""
+    """Heuristic loop order: rows outside groups unless the compacted weights are large or
+    each group reads only a few input channels (depthwise / grouped convs)."""
     values = next(r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
                   if len(r.source.shape) == 3)
+    groups, columns, _ = (int(v) for v in values.shape)
+    kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
+    if groups > 1 and columns <= GROUPS_OUTER_CHANNELS * kernel[0] * kernel[1] * kernel[2]:
+        return False
     size = 4
     for extent in values.shape:
         size *= int(extent)
@@ -131,8 +145,17 @@ def rows_outer_default(sch: s_tir.Schedule) -> bool:
 
 
 def w_is_contiguous(sch: s_tir.Schedule) -> bool:
-    """Whether the input is read with unit stride along W (a W vector is one load)."""
-    return int(func_attr(sch.mod, KGS_STRIDES_ATTR)[2]) == 1
+    """Whether the input is read with unit stride along W (a W vector is one load): a
+    unit-stride conv, or a strided one whose padded copy is split into W phases."""
+    stride = int(func_attr(sch.mod, KGS_STRIDES_ATTR)[2])
+    return stride == 1 or _w_phases(sch) == stride
+
+
+def _w_phases(sch: s_tir.Schedule) -> int:
+    try:
+        return int(func_attr(sch.mod, KGS_W_PHASES_ATTR))
+    except KeyError:  # an operator built without the attribute
+        return 1
 
 
 def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:
@@ -271,7 +294,7 @@ def schedule_kgs_conv3d_cpu(
         sch.vectorize(sch.get_loops(acc)[-1])
     padded = tuple(int(v) for v in func_attr(sch.mod, KGS_PADDED_ATTR))
     for pad in producers_named(sch, blk, KGS_PAD_BLOCK):
-        schedule_flat_pad(sch, pad, padded)
+        schedule_flat_pad(sch, pad, padded, _w_phases(sch))
     for crop in _consumers_named(sch, acc, KGS_CROP_BLOCK):
         loops = sch.get_loops(crop)
         sch.parallel(sch.fuse(*loops[:3]))

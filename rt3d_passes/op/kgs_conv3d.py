@@ -13,6 +13,15 @@ and computes, for output channel ``m`` of group ``i = m // g_m``::
     y[n, m, d, h, w] = sum_t values[i, t, m % g_m]
                        * xpad[n, offsets[i, t] + d*s_d*Hp*Wp + h*s_h*Wp + w*s_w]
 
+A W-strided conv with a padded copy stores each padded row split into its ``s_w`` phases
+(columns ``0, s, 2s, ...``, then ``1, 1+s, ...``, each phase ``L = ceil(Wp / s_w)`` long, so a
+stored row has ``s_w * L`` elements; :attr:`Conv3DGeometry.w_phases`): column ``kw * dil_w``
+of output ``w`` is then element ``w + (kw * dil_w) // s_w`` of phase ``(kw * dil_w) % s_w``,
+so the operator reads consecutive elements along W (``+ w`` instead of ``+ w * s_w``) and
+vectorizes along W like a unit-stride conv. Depthwise convs with stride 2
+(X3D, CSN), where the other vector axis -- a group's channels -- is a single channel, ran
+scalar before (X3D-S's 54-channel stride-2 layer 3.5 ms -> see DEVELOPERS.md).
+
 so its work is ``G * T * g_m`` MACs per output voxel, ``T`` the longest group's kept columns:
 proportional to the kept columns (up to the groups' imbalance, see
 :attr:`~rt3d_passes.sparsity.KGSCompact.computed_macs`), and
@@ -42,6 +51,7 @@ from schedules.contract import (
     KGS_PADDED_ATTR,
     KGS_SCHEDULE_RULE,
     KGS_STRIDES_ATTR,
+    KGS_W_PHASES_ATTR,
     NO_SCHEDULE_RULE,
 )
 
@@ -128,10 +138,30 @@ class Conv3DGeometry:
         )
 
     @property
-    def padded_size(self) -> int:
-        """Elements of one batch element's padded input."""
+    def stored_spatial(self) -> tuple[int, int, int]:
+        """(Dp, Hp, row length) of the flat padded copy: ``padded_spatial``, with rows
+        ``w_phases * ceil(Wp / w_phases)`` long when they are split into W phases."""
         dp, hp, wp = self.padded_spatial
+        s = self.w_phases
+        return (dp, hp, s * -(-wp // s))
+
+    @property
+    def padded_size(self) -> int:
+        """Elements of one batch element's padded input (as stored)."""
+        dp, hp, wp = self.stored_spatial
         return self.input_shape[1] * dp * hp * wp
+
+    @property
+    def w_phases(self) -> int:
+        """Phases the padded copy splits each row along W into: ``s_w`` for a W-strided conv
+        that has a padded copy, else 1 (a conv without padding reads a flat view of its
+        input, which stays in its own layout)."""
+        return self.strides[2] if any(self.padding) else 1
+
+    def stored_column(self, col):
+        """Where column ``col`` (ints or numpy ints) of a padded row is stored in its row."""
+        s = self.w_phases
+        return col % s * (self.stored_spatial[2] // s) + col // s
 
     def output_shape(self, out_channels: int) -> tuple[int, int, int, int, int]:
         return (self.input_shape[0], int(out_channels), *self.output_spatial)
@@ -159,10 +189,10 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
             f"padded input of {geometry.padded_size} elements per batch item does not fit "
             "32-bit offsets"
         )
-    dp, hp, wp = geometry.padded_spatial
+    dp, hp, wp = geometry.stored_spatial
     dd, dh, dw = geometry.dilation
     c, a, b, e = (packed.columns[..., k].astype(np.int64) for k in range(4))
-    off = ((c * dp + a * dd) * hp + b * dh) * wp + e * dw
+    off = ((c * dp + a * dd) * hp + b * dh) * wp + geometry.stored_column(e * dw)
     # padding slots of short groups: a valid address (their weights are zero)
     off[np.arange(off.shape[1])[None, :] >= packed.counts[:, None]] = PAD_OFFSET
     return off.astype(np.int32)
@@ -211,7 +241,7 @@ def kgs_conv3d_te(
                          f"{geo.padded_size} elements per batch item (input {shape}, padding "
                          f"{geo.padding})")
     n_batch = geo.input_shape[0]
-    dp, hp, wp = geo.padded_spatial
+    dp, hp, wp = geo.stored_spatial
     sd, sh, sw = geo.strides
     od, oh, ow = geo.output_spatial
     g_count, t_len, gm = (int(s) for s in values.shape)
@@ -224,13 +254,15 @@ def kgs_conv3d_te(
             f"{out_channels} output channels do not fit {g_count} groups of {gm}"
         )
 
-    xpad = x if flat else flat_padded_input(x, (dp, hp, wp), geo.padding[:3], KGS_PAD_BLOCK)
+    xpad = x if flat else flat_padded_input(x, (dp, hp, wp), geo.padding[:3], KGS_PAD_BLOCK,
+                                            w_phases=geo.w_phases)
     t = te.reduce_axis((0, t_len), name="t")
     plane, row = hp * wp, wp
+    step_w = sw // geo.w_phases  # 1 with phases: the offsets hold the phase
 
     def _conv(n, m, d, h, w):
         g = m // gm
-        base = d * (sd * plane) + h * (sh * row) + w * sw
+        base = d * (sd * plane) + h * (sh * row) + w * step_w
         return te.sum(values[g, t, m % gm] * xpad[n, offsets[g, t] + base], axis=t)
 
     y = te.compute(
@@ -251,14 +283,18 @@ def kgs_conv3d_te(
 
 
 def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int],
-                      name: str) -> te.Tensor:
+                      name: str, w_phases: int = 1) -> te.Tensor:
     """``x`` ``[N, C, D, H, W]`` zero-padded to ``padded`` ``(Dp, Hp, Wp)`` (``before``
     elements in front along D, H, W; the rest behind) and flattened per batch element:
     ``[N, C * Dp * Hp * Wp]``, so that every gather of an operator is in bounds and
-    branch-free. Marked for the operator's own schedule rule (both RT3D operators use it)."""
+    branch-free. Marked for the operator's own schedule rule (both RT3D operators use it).
+    ``w_phases > 1``: each row stored split into its phases along W (see the module
+    docstring and :meth:`Conv3DGeometry.stored_column`; ``padded[2]`` is then the stored row
+    length, a multiple of ``w_phases``, and the columns past the padded row are zeros)."""
     n_batch, chans, d_in, h_in, w_in = (int(v) for v in x.shape)
     dp, hp, wp = (int(v) for v in padded)
     p_front, p_top, p_left = (int(v) for v in before)
+    phase_len = wp // w_phases  # rows of a phase-split copy hold w_phases equal phases
 
     def _pad(n, f):
         # f enumerates (c, dd, hh, ww) of the padded input; schedules split f into these four
@@ -266,7 +302,8 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
         c = f // (dp * hp * wp)
         dd = f // (hp * wp) % dp - p_front
         hh = f // wp % hp - p_top
-        ww = f % wp - p_left
+        q = f % wp
+        ww = (q % phase_len * w_phases + q // phase_len if w_phases > 1 else q) - p_left
         inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
         return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
 
@@ -291,8 +328,9 @@ def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int) -> dict:
     """The PrimFunc attributes that mark the operator and give schedules its geometry."""
     return {
         KGS_CONV3D_ATTR: int(group_m),
-        KGS_PADDED_ATTR: [int(v) for v in geometry.padded_spatial],
+        KGS_PADDED_ATTR: [int(v) for v in geometry.stored_spatial],
         KGS_STRIDES_ATTR: [int(v) for v in geometry.strides],
+        KGS_W_PHASES_ATTR: int(geometry.w_phases),
         KGS_GEOMETRY_ATTR: [int(v) for v in (*geometry.kernel, *geometry.strides,
                                              *geometry.padding, *geometry.dilation,
                                              *geometry.input_shape)],
