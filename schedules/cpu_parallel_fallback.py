@@ -45,6 +45,17 @@ def inline_elementwise(sch: s_tir.Schedule) -> int:
     Returns the number of blocks inlined.
     """
     inlined = 0
+    # a flat reshape at the end of a chain goes into its producer first, which then writes
+    # the flat output from its own loops (inlining the chain into the reshape instead would
+    # leave one flat loop whose reads divide per element: a strided slice before a reshape
+    # ran 2.2x slower)
+    for info in normalize_prim_func(sch) or []:
+        if info.is_injective() and len(info.iters) == 1 and not sch.get_consumers(info.block_rv):
+            try:
+                sch.reverse_compute_inline(info.block_rv)
+                inlined += 1
+            except s_tir.ScheduleError:
+                pass
     while True:
         infos = normalize_prim_func(sch)
         if not infos:
