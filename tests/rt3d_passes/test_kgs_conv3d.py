@@ -28,6 +28,8 @@ CASES = {
     "1x7x7-stem": ((2, 3, 3, 14, 14), 64, (1, 7, 7), (1, 2, 2), (0, 3, 3), (1, 1, 1), (8, 2)),
     "dilation2": ((1, 16, 7, 9, 9), 16, (3, 3, 3), (1, 1, 1), (2, 2, 2), (2, 2, 2), (8, 4)),
     "asym-pad": ((1, 8, 4, 7, 9), 13, (2, 3, 3), (1, 2, 1), (0, 1, 2, 1, 0, 1), (1, 1, 1), (4, 4)),
+    # W phases: stride 3 with dilation 2 and a padded row (17) no multiple of the stride
+    "w-stride3-dil2": ((1, 8, 3, 6, 13), 16, (1, 3, 3), (1, 1, 3), (0, 1, 2), (1, 1, 2), (8, 4)),
 }
 
 
@@ -119,3 +121,40 @@ def test_offsets_reject_mismatched_weight(rng):
     packed = S.compact(structured_weight((8, 4, 3, 3, 3), "kgs", 0.5, (8, 4), rng), (8, 4))
     with pytest.raises(ValueError, match="input channels or kernel differ"):
         column_offsets(packed, Conv3DGeometry((1, 5, 4, 8, 8), (3, 3, 3)))
+
+
+@pytest.mark.parametrize("strides,padding,phases", [
+    ((1, 2, 2), (1, 1, 1), 2), ((1, 1, 3), (0, 1, 1), 3), ((2, 2, 1), (1, 1, 1), 1),
+    ((1, 2, 2), (0, 0, 0), 1),  # no padding: a flat view of the input, no copy to split
+])
+def test_w_phases_store_every_padded_column_once(strides, padding, phases):
+    geo = Conv3DGeometry((1, 2, 3, 5, 11), (1, 3, 3), strides, padding)
+    assert geo.w_phases == phases
+    dp, hp, row = geo.stored_spatial
+    wp = geo.padded_spatial[2]
+    assert row % phases == 0 and wp <= row < wp + phases
+    stored = geo.stored_column(np.arange(wp))
+    assert len(set(stored.tolist())) == wp and stored.max() < row
+    # output w at tap kw reads stored position w + (kw // s) of phase kw % s: consecutive in w
+    for kw in range(3):
+        cols = geo.stored_column(np.arange(geo.output_spatial[2]) * strides[2] + kw)
+        assert np.all(np.diff(cols) == (1 if phases > 1 else strides[2]))
+
+
+def test_depthwise_stride2_matches_torch(rng):
+    """X3D / CSN's channel-wise conv with stride 2 (groups = channels, W phases)."""
+    import torch
+
+    from rt3d_passes.transform.analysis import ungroup
+
+    in_shape, c = (1, 12, 5, 14, 18), 12
+    wg = rng.standard_normal((c, 1, 3, 3, 3)).astype(np.float32)
+    packed = S.compact(ungroup(wg, c), (1, 1))
+    geo = Conv3DGeometry(in_shape, (3, 3, 3), (1, 2, 2), (1, 1, 1))
+    func = kgs_conv3d_primfunc(in_shape, packed, (1, 2, 2), (1, 1, 1))
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    out = _run(func, host_target(), [x, packed.values, column_offsets(packed, geo),
+                                     np.zeros(geo.output_shape(c), np.float32)])
+    ref = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(wg), stride=(1, 2, 2),
+                                     padding=1, groups=c).numpy()
+    assert_close_rel(out, ref, 1e-5)

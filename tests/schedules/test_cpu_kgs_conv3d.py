@@ -81,12 +81,29 @@ def test_every_structural_variant_matches_torch(rng, vector_axis, rows_outer, st
 
 
 def test_default_vector_axis_follows_the_w_stride(rng):
+    """Along W when reads are consecutive: unit stride, or a W stride with a padded copy split
+    into phases; over channels for a strided flat view (no padding) or a narrow map."""
     from schedules.cpu_kgs_conv3d import vector_axis_default
 
-    w = structured_weight((16, 8, 3, 3, 3), "kgs", 0.5, (8, 4), rng)
-    for strides, axis in (((1, 1, 1), "w"), ((2, 1, 1), "w"), ((1, 2, 2), "m")):
-        func = kgs_conv3d_primfunc((1, 8, 4, 8, 8), S.compact(w, (8, 4)), strides, (1, 1, 1))
-        assert vector_axis_default(s_tir.Schedule(func)) == axis
+    for kernel, strides, padding, width, axis in (
+            ((3, 3, 3), (1, 1, 1), (1, 1, 1), 16, "w"), ((3, 3, 3), (2, 1, 1), (1, 1, 1), 16, "w"),
+            ((3, 3, 3), (1, 2, 2), (1, 1, 1), 32, "w"), ((3, 3, 3), (1, 2, 2), (1, 1, 1), 8, "m"),
+            ((1, 1, 1), (1, 2, 2), (0, 0, 0), 32, "m")):
+        w = structured_weight((16, 8, *kernel), "kgs", 0.5, (8, 4), rng)
+        func = kgs_conv3d_primfunc((1, 8, 4, 8, width), S.compact(w, (8, 4)), strides, padding)
+        assert vector_axis_default(s_tir.Schedule(func)) == axis, (kernel, strides, width)
+
+
+def test_depthwise_convs_sweep_groups_outside_rows(rng):
+    """Each depthwise group reads one channel: groups outside keep it in cache."""
+    from rt3d_passes.transform.analysis import ungroup
+    from schedules.cpu_kgs_conv3d import rows_outer_default
+
+    depthwise = S.compact(ungroup(rng.standard_normal((16, 1, 3, 3, 3)).astype(np.float32), 16),
+                          (1, 1))
+    func = kgs_conv3d_primfunc((1, 16, 4, 8, 8), depthwise, padding=(1, 1, 1))
+    assert rows_outer_default(s_tir.Schedule(func)) is False
+    assert rows_outer_default(s_tir.Schedule(_func(rng))) is True
 
 
 def test_register_tile_fits_the_register_file():
