@@ -1,6 +1,7 @@
-"""The KGS conv3d operator with its elementwise epilogue: bias, residual add, ReLU.
+"""The KGS conv3d operator with its elementwise epilogue: bias, residual add, ReLU or SiLU.
 
-``y = relu(kgs_conv3d(x) + bias[m] + residual)`` (each part optional) as one PrimFunc: the
+``y = act(kgs_conv3d(x) + bias[m] + residual)`` (each part optional; ``act`` ReLU or SiLU /
+Swish, the latter with :func:`~rt3d_passes.op.sigmoid.vector_exp`) as one PrimFunc: the
 epilogue is a separate TE block (:data:`KGS_EPILOGUE_BLOCK`) that the schedules inline into
 the accumulator write-back, so the output is written once instead of being re-read and
 re-written by up to three elementwise kernels (R(2+1)D spent ~20% of its time in them).
@@ -15,6 +16,7 @@ from tvm import te, tirx
 from schedules.contract import KGS_EPILOGUE_BLOCK, NO_SCHEDULE_RULE
 
 from .kgs_conv3d import kgs_conv3d_te
+from .sigmoid import vector_exp
 
 __all__ = ["epilogue_te", "kgs_conv3d_epilogue_te"]
 
@@ -27,6 +29,7 @@ def kgs_conv3d_epilogue_te(
     bias: bool = False,
     residual: bool = False,
     relu: bool = False,
+    silu: bool = False,
     **conv: Any,
 ) -> te.Tensor:
     """TE compute of the KGS conv3d followed by its epilogue.
@@ -38,8 +41,9 @@ def kgs_conv3d_epilogue_te(
     *extra : te.Tensor
         The bias ``[M]`` when ``bias``, then the residual ``[N, M, OD, OH, OW]`` when
         ``residual``, in that order.
-    bias, residual, relu : bool
-        Which parts of the epilogue to apply (in the order bias, residual, ReLU).
+    bias, residual, relu, silu : bool
+        Which parts of the epilogue to apply (in the order bias, residual, then ReLU or
+        SiLU).
     **conv :
         The convolution's keyword arguments (``out_channels``, ``kernel``, ``strides``,
         ``padding``, ``dilation``), as in :func:`rt3d_passes.op.kgs_conv3d_te`.
@@ -56,14 +60,17 @@ def kgs_conv3d_epilogue_te(
     bias_t = extra[0] if bias else None
     res_t = extra[-1] if residual else None
     # the operator's own rule schedules it (inlined into the write-back)
-    return epilogue_te(conv, bias_t, res_t, relu, KGS_EPILOGUE_BLOCK)
+    return epilogue_te(conv, bias_t, res_t, relu, KGS_EPILOGUE_BLOCK, silu=silu)
 
 
 def epilogue_te(conv: te.Tensor, bias: te.Tensor | None, residual: te.Tensor | None,
-                relu: bool, name: str) -> te.Tensor:
-    """``relu(conv + bias[m] + residual)`` (each part optional) as one elementwise block named
-    ``name``, marked for the operator's own schedule rule (which inlines it into the
-    convolution's write-back). Shared by the direct and the Winograd operators."""
+                relu: bool, name: str, silu: bool = False) -> te.Tensor:
+    """``act(conv + bias[m] + residual)`` (each part optional; ``act`` ReLU when ``relu``,
+    SiLU ``v * sigmoid(v)`` when ``silu``) as one elementwise block named ``name``, marked for
+    the operator's own schedule rule (which inlines it into the convolution's write-back).
+    Shared by the direct and the Winograd operators."""
+    if relu and silu:
+        raise ValueError("an epilogue applies ReLU or SiLU, not both")
     shape = tuple(int(s) for s in conv.shape)
     if bias is not None and tuple(int(s) for s in bias.shape) != (shape[1],):
         raise ValueError(f"bias shape {tuple(bias.shape)} is not ({shape[1]},)")
@@ -78,6 +85,8 @@ def epilogue_te(conv: te.Tensor, bias: te.Tensor | None, residual: te.Tensor | N
             v = v + residual[n, m, d, h, w]
         if relu:
             v = tirx.max(v, tirx.const(0, conv.dtype))
+        if silu:
+            v = v / (tirx.const(1, conv.dtype) + vector_exp(-v))
         return v
 
     return te.compute(shape, _epilogue, name=name, attrs={"schedule_rule": NO_SCHEDULE_RULE})

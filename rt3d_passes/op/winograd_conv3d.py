@@ -276,6 +276,7 @@ def winograd_conv3d_te(
     bias: bool = False,
     residual: bool = False,
     relu: bool = False,
+    silu: bool = False,
     input_shape: Sequence[int] | None = None,
     strides: Sequence[int] = (1, 1, 1),
     dilation: Sequence[int] = (1, 1, 1),
@@ -295,8 +296,8 @@ def winograd_conv3d_te(
         ``residual``.
     out_channels, kernel, padding, tile :
         ``M``, ``(Kd, 3, 3)``, the 6 (or 3) paddings, and ``m`` of ``F(m x m, 3 x 3)``.
-    bias, residual, relu : bool
-        The fused epilogue (applied in this order).
+    bias, residual, relu, silu : bool
+        The fused epilogue (applied in this order; ReLU or SiLU).
     input_shape, strides, dilation :
         Accepted for symmetry with the direct operator's geometry keywords; ``input_shape``
         must match ``x`` and strides / dilation must be 1.
@@ -370,11 +371,11 @@ def winograd_conv3d_te(
     out_shape = (n_batch, int(out_channels), od, oh, ow)
     inverse = te.compute(out_shape, _inverse, name=WINOGRAD_INVERSE_BLOCK,
                          attrs={"schedule_rule": NO_SCHEDULE_RULE})
-    if not (bias or residual or relu):
+    if not (bias or residual or relu or silu):
         return inverse
     # applied by the output transform's write-back (the schedule inlines it)
     return epilogue_te(inverse, extra[0] if bias else None, extra[-1] if residual else None,
-                       relu, WINOGRAD_EPILOGUE_BLOCK)
+                       relu, WINOGRAD_EPILOGUE_BLOCK, silu=silu)
 
 
 def winograd_conv3d_attrs(geometry: WinogradGeometry, group_m: int) -> dict:

@@ -1,4 +1,4 @@
-"""A compiler pass that fuses bias, residual add and ReLU into RT3D's KGS conv3d calls."""
+"""A compiler pass that fuses bias, residual add and ReLU / SiLU into RT3D's conv3d calls."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ __all__ = ["FuseKGSConv3DEpilogue"]
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 _ADD = tvm.ir.Op.get("relax.add")
 _RELU = tvm.ir.Op.get("relax.nn.relu")
+_SILU = tvm.ir.Op.get("relax.nn.silu")
+_SIGMOID = tvm.ir.Op.get("relax.sigmoid")
+_MULTIPLY = tvm.ir.Op.get("relax.multiply")
 _RESHAPE = tvm.ir.Op.get("relax.reshape")
 
 
@@ -36,11 +39,13 @@ class FuseKGSConv3DEpilogue:
 
     A chain ``call_tir(kgs_conv3d, ...)`` (or ``winograd_conv3d``, whose output transform
     then applies the epilogue) → ``R.add(., bias)`` → ``R.add(., residual)`` →
-    ``R.nn.relu(.)`` (each step optional, in this order; ``bias`` a constant with one value
-    per output channel, ``residual`` any tensor of the output's shape) becomes one call of
-    :func:`rt3d_passes.op.kgs_conv3d_epilogue_te`. A step is only fused when
-    the value before it has no other user, so nothing is computed twice. The result keeps
-    the chain's last variable; the replaced PrimFuncs are removed.
+    ``R.nn.relu(.)`` or SiLU / Swish (``R.nn.silu(.)``, or ``R.multiply(v, R.sigmoid(v))`` as
+    torch's importer writes ``nn.SiLU``) (each step optional, in this order; ``bias`` a
+    constant with one value per output channel, ``residual`` any tensor of the output's
+    shape) becomes one call of :func:`rt3d_passes.op.kgs_conv3d_epilogue_te`. A step is only
+    fused when the value before it has no other user (SiLU's sigmoid and multiply aside), so
+    nothing is computed twice. The result keeps the chain's last variable; the replaced
+    PrimFuncs are removed.
 
     Notes
     -----
@@ -81,6 +86,7 @@ class _Chain:
     bias: np.ndarray | None = None
     residual: relax.Expr | None = None
     relu: bool = False
+    silu: bool = False
 
 
 def _use_counts(func: relax.Function) -> Counter:
@@ -122,12 +128,13 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
     bindings = [b for block in func.body.blocks for b in block.bindings
                 if isinstance(b, relax.VarBinding)]
     values = relax.analysis.get_var2val(func)
-    consumer: dict[relax.Var, relax.VarBinding] = {}
+    consumers: dict[relax.Var, list[relax.VarBinding]] = {}
     for b in bindings:
         if isinstance(b.value, relax.Call):
             for arg in b.value.args:
                 if isinstance(arg, relax.Var):
-                    consumer.setdefault(arg, b)
+                    consumers.setdefault(arg, []).append(b)
+    consumer = {var: found[0] for var, found in consumers.items()}
     chains = []
     claimed: set[relax.Var] = set()  # bindings already fused into a chain
     # later calls first: where two branches meet in a residual add, the branch computed last
@@ -147,7 +154,15 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
             continue
         chain = _Chain(call=call, func=prim, end=b.var, dead=[])
         stage = 0  # 0: bias may follow, 1: residual may follow, 2: relu may follow
-        while uses[chain.end] == 1 and chain.end in consumer:
+        while True:
+            swish = _swish(chain.end, consumers, uses) if stage <= 2 else None
+            if swish is not None:
+                sigmoid, nxt = swish
+                chain.dead += [chain.end, sigmoid.var]
+                chain.end, chain.silu = nxt.var, True
+                break
+            if uses[chain.end] != 1 or chain.end not in consumer:
+                break
             nxt = consumer[chain.end]
             if nxt.var in claimed:
                 # a residual add that another chain (the other branch) already took
@@ -164,6 +179,8 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
                     break
             elif value.op.same_as(_RELU) and stage <= 2:
                 chain.relu, stage = True, 3
+            elif value.op.same_as(_SILU) and stage <= 2:
+                chain.silu, stage = True, 3
             else:
                 break
             chain.dead.append(chain.end)
@@ -175,6 +192,22 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
             claimed.update(chain.dead[1:])
             claimed.add(chain.end)
     return chains
+
+
+def _swish(value: relax.Var, consumers: dict, uses: Counter):
+    """``(s = R.sigmoid(value), y = R.multiply(value, s))`` when those are the only two uses
+    of ``value`` and ``s`` is read only by that multiply (torch's ``nn.SiLU``), else None."""
+    found = consumers.get(value, [])
+    if uses[value] != 2 or len(found) != 2:
+        return None
+    sig = next((b for b in found if b.value.op.same_as(_SIGMOID)), None)
+    mul = next((b for b in found if b.value.op.same_as(_MULTIPLY)), None)
+    if sig is None or mul is None or uses[sig.var] != 1:
+        return None
+    a, b = mul.value.args
+    if not ((a.same_as(value) and b.same_as(sig.var)) or (b.same_as(value) and a.same_as(sig.var))):
+        return None
+    return sig, mul
 
 
 @relax.expr_functor.mutator
@@ -213,7 +246,7 @@ class _EpilogueFuser(relax.PyExprMutator):
             operator, x, values, offsets, *extra,
             out_channels=static_shape(chain.end)[1], **geometry_kwargs(chain.func.attrs),
             bias=chain.bias is not None,
-            residual=chain.residual is not None, relu=chain.relu,
+            residual=chain.residual is not None, relu=chain.relu, silu=chain.silu,
             primfunc_name_hint=chain.call.args[0].name_hint, primfunc_attrs=attrs,
         )
         return self.builder_.normalize(call)

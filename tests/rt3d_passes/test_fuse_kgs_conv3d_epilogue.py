@@ -152,3 +152,48 @@ def test_pipeline_without_fusion_matches(rng):
     pipeline = relax.get_pipeline("rt3d", target=target, fuse_epilogue=False)
     x = rng.standard_normal(X_SHAPE).astype(np.float32)
     assert_close_rel(run_vm(before, x, pipeline), reference(x), 1e-5)
+
+
+def _swish(bb, h, form):
+    if form == "silu":
+        return bb.emit(relax.op.nn.silu(h))
+    s = bb.emit(relax.op.sigmoid(h))  # torch's importer: nn.SiLU as h * sigmoid(h)
+    return bb.emit(relax.op.multiply(h, s) if form == "h*s" else relax.op.multiply(s, h))
+
+
+@pytest.mark.parametrize("form", ["h*s", "s*h", "silu"])
+def test_conv_bias_swish_becomes_one_call(rng, form):
+    w = structured_weight((32, 16, 3, 3, 3), "kgs", 0.75, (8, 4), rng)
+    b = rng.standard_normal(32).astype(np.float32)
+    before = _main(lambda bb, x: _swish(bb, _bias_add(bb, _conv(bb, x, w), b, reshaped=False),
+                                        form))
+    after = _rewrite_and_fuse(before)
+
+    packed = S.compact(w, (8, 4))
+    geo = Conv3DGeometry(X_SHAPE, (3, 3, 3), padding=(1, 1, 1))
+    expected = _main(lambda bb, x: bb.emit(bb.call_te(
+        kgs_conv3d_epilogue_te, x, relax.const(packed.values),
+        relax.const(column_offsets(packed, geo)), relax.const(b), out_channels=32,
+        kernel=[3, 3, 3], strides=[1, 1, 1], padding=list(geo.padding),
+        dilation=[1, 1, 1], bias=True, residual=False, relu=False, silu=True,
+        primfunc_name_hint="kgs_conv3d", primfunc_attrs=kgs_conv3d_attrs(geo, 8))))
+    assert relax.analysis.check_well_formed(after)
+    tvm.ir.assert_structural_equal(after, expected)
+    x = rng.standard_normal(X_SHAPE).astype(np.float32)
+    f = torch.nn.functional
+    y = f.conv3d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=1)
+    assert_close_rel(run_vm(before, x), f.silu(y).numpy(), 1e-5)
+
+
+def test_swish_whose_input_is_read_elsewhere_is_not_fused(rng):
+    """h feeds the Swish and a third op: fusing the Swish would compute the conv twice."""
+    w = structured_weight((16, 16, 3, 3, 3), "kgs", 0.8, (8, 4), rng)
+
+    def build(bb, x):
+        h = _conv(bb, x, w)
+        return bb.emit(relax.op.add(_swish(bb, h, "h*s"), h))
+
+    after = _rewrite_and_fuse(_main(build))
+    ops = _ops(after)
+    assert ops.count("relax.call_tir") == 1
+    assert "relax.sigmoid" in ops and "relax.multiply" in ops

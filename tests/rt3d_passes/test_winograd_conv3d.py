@@ -142,24 +142,26 @@ def test_forced_algorithms():
 
 
 class _Block(torch.nn.Module):
-    """conv (3x3x3) -> BN -> ReLU -> conv (1x3x3) + residual -> ReLU -> strided conv."""
+    """conv (3x3x3) -> BN -> ReLU (or SiLU) -> conv (1x3x3) + residual -> ReLU -> strided
+    conv."""
 
-    def __init__(self):
+    def __init__(self, act=torch.relu):
         super().__init__()
+        self.act = act
         self.c1 = torch.nn.Conv3d(16, 24, 3, padding=1)
         self.bn = torch.nn.BatchNorm3d(24)
         self.c2 = torch.nn.Conv3d(24, 24, (1, 3, 3), padding=(0, 1, 1))
         self.c3 = torch.nn.Conv3d(24, 8, 3, padding=1, stride=(1, 2, 2))
 
     def forward(self, x):
-        y = torch.relu(self.bn(self.c1(x)))
+        y = self.act(self.bn(self.c1(x)))
         y = torch.relu(self.c2(y) + y)
         return self.c3(y)
 
 
-@pytest.fixture
-def block():
-    model = _Block().eval()
+@pytest.fixture(params=["relu", "silu"])
+def block(request):
+    model = _Block(torch.relu if request.param == "relu" else torch.nn.functional.silu).eval()
     with torch.no_grad():
         model.bn.running_mean.normal_()
         model.bn.running_var.uniform_(0.5, 2)
@@ -206,8 +208,10 @@ def test_pipeline_fuses_the_epilogue_and_matches_torch(block, forced):
     rewritten = seq(mod)
     wino = [f for f in rewritten.functions.values() if is_winograd_conv3d(f)]
     assert len(wino) == len(forced)
-    # BN folded into c1's weights and bias, + ReLU; c2's residual add + ReLU: all fused
+    # BN folded into c1's weights and bias, + ReLU or SiLU; c2's residual add + ReLU: all
+    # fused
     assert all(WINOGRAD_EPILOGUE_BLOCK in f.script() for f in wino)
+    assert "R.sigmoid" not in rewritten["main"].script()  # SiLU fused too
     ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
         "rt3d", target=target, algorithms=forced))
     y = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy())).numpy()
