@@ -207,9 +207,16 @@ def build_block(case: Conv3DCase) -> tuple[Conv3DBlock, tuple[torch.Tensor, ...]
     return model, tuple(inputs)
 
 
-def rel_error(out: np.ndarray, ref: np.ndarray) -> float:
+def rel_error(out: np.ndarray, ref: np.ndarray, magnitude: np.ndarray | None = None) -> float:
     """max |out - ref| / max(max |ref|, tiny): 0 only when an all-zero reference is met
-    exactly."""
+    exactly.
+
+    ``magnitude``: the same conv of ``|x|`` and ``|w|`` (the sum of the products' absolute
+    values per output). float32 rounding is proportional to it, not to the result: when the
+    products cancel (a single output of a few dozen terms can come out 10-100x smaller than
+    them) the scale is at least a tenth of its largest value."""
     assert out.shape == ref.shape, (out.shape, ref.shape)
     scale = max(float(np.abs(ref).max(initial=0.0)), float(np.finfo(np.float32).tiny))
+    if magnitude is not None:
+        scale = max(scale, 0.1 * float(np.abs(magnitude).max(initial=0.0)))
     return float(np.abs(out.astype(np.float64) - ref).max(initial=0.0)) / scale

@@ -66,17 +66,21 @@ def test_conv_bias_relu_becomes_one_call(rng):
     after = _rewrite_and_fuse(_main(lambda bb, x: bb.emit(relax.op.nn.relu(
         _bias_add(bb, _conv(bb, x, w), b, reshaped=False)))))
 
+    assert relax.analysis.check_well_formed(after)
+    tvm.ir.assert_structural_equal(after, _expected_fused(w, b, relu=True))
+
+
+def _expected_fused(w, b, **activation) -> tvm.IRModule:
+    """``main(x)``: the one fused call of a 32-channel 3x3x3 conv with bias ``b`` and
+    ``activation`` (``relu=True`` or ``silu=True``)."""
     packed = S.compact(w, (8, 4))
     geo = Conv3DGeometry(X_SHAPE, (3, 3, 3), padding=(1, 1, 1))
-    expected = _main(lambda bb, x: bb.emit(bb.call_te(
+    return _main(lambda bb, x: bb.emit(bb.call_te(
         kgs_conv3d_epilogue_te, x, relax.const(packed.values),
         relax.const(column_offsets(packed, geo)), relax.const(b), out_channels=32,
         kernel=[3, 3, 3], strides=[1, 1, 1], padding=list(geo.padding),
-        dilation=[1, 1, 1], bias=True, residual=False, relu=True,
+        dilation=[1, 1, 1], bias=True, residual=False, **activation,
         primfunc_name_hint="kgs_conv3d", primfunc_attrs=kgs_conv3d_attrs(geo, 8))))
-
-    assert relax.analysis.check_well_formed(after)
-    tvm.ir.assert_structural_equal(after, expected)
 
 
 def _has_epilogue(func) -> bool:
@@ -168,17 +172,8 @@ def test_conv_bias_swish_becomes_one_call(rng, form):
     before = _main(lambda bb, x: _swish(bb, _bias_add(bb, _conv(bb, x, w), b, reshaped=False),
                                         form))
     after = _rewrite_and_fuse(before)
-
-    packed = S.compact(w, (8, 4))
-    geo = Conv3DGeometry(X_SHAPE, (3, 3, 3), padding=(1, 1, 1))
-    expected = _main(lambda bb, x: bb.emit(bb.call_te(
-        kgs_conv3d_epilogue_te, x, relax.const(packed.values),
-        relax.const(column_offsets(packed, geo)), relax.const(b), out_channels=32,
-        kernel=[3, 3, 3], strides=[1, 1, 1], padding=list(geo.padding),
-        dilation=[1, 1, 1], bias=True, residual=False, relu=False, silu=True,
-        primfunc_name_hint="kgs_conv3d", primfunc_attrs=kgs_conv3d_attrs(geo, 8))))
     assert relax.analysis.check_well_formed(after)
-    tvm.ir.assert_structural_equal(after, expected)
+    tvm.ir.assert_structural_equal(after, _expected_fused(w, b, silu=True))
     x = rng.standard_normal(X_SHAPE).astype(np.float32)
     f = torch.nn.functional
     y = f.conv3d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), padding=1)

@@ -130,7 +130,7 @@ def test_offsets_reject_mismatched_weight(rng):
 def test_w_phases_store_every_padded_column_once(strides, padding, phases):
     geo = Conv3DGeometry((1, 2, 3, 5, 11), (1, 3, 3), strides, padding)
     assert geo.w_phases == phases
-    dp, hp, row = geo.stored_spatial
+    row = geo.stored_spatial[2]
     wp = geo.padded_spatial[2]
     assert row % phases == 0 and wp <= row < wp + phases
     stored = geo.stored_column(np.arange(wp))

@@ -1,7 +1,9 @@
 """Property-based equivalence of the Adreno schedule: random conv3d layers (the strategies of
 ``tests/rt3d_passes/test_fuzz_equivalence.py``, groups=1), the KGS operator scheduled for
 ``qcom/adreno-opencl`` (fixed or sampled decisions), its OpenCL source run on PoCL, output equal
-to PyTorch (relative error <= 1e-5).
+to PyTorch (relative error <= 1e-5, against at least a tenth of the products' magnitude:
+see :func:`tests.conv3d_strategies.rel_error`; a single output of 17 cancelling products once
+came out at 1.5e-5 of itself).
 
 A small profile (``RT3D_FUZZ_ADRENO_EXAMPLES``, default 10: each case builds and runs an OpenCL
 program); ``scripts/install_pocl.sh`` sets up PoCL, without it the test skips.
@@ -60,5 +62,6 @@ def test_adreno_kgs_conv3d_on_pocl(case: Conv3DCase, variant: dict):
     out = opencl_program(sch.mod, ADRENO).run(
         x, packed.values, column_offsets(packed, geo), y)[-1]
     ref = conv3d_reference(x, w, case.stride, padding, case.dilation)
-    err = rel_error(out, ref)
+    magnitude = conv3d_reference(np.abs(x), np.abs(w), case.stride, padding, case.dilation)
+    err = rel_error(out, ref, magnitude)
     assert err <= REL, f"relative error {err:.3g} > {REL:g} for {case}, {variant}"
