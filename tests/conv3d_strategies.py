@@ -195,6 +195,30 @@ class Conv3DBlock(torch.nn.Module):
         return y
 
 
+def block_magnitude(model: Conv3DBlock, inputs: tuple[torch.Tensor, ...]) -> np.ndarray:
+    """The block's output with every product taken in absolute value (``|x|``, ``|W|``,
+    ``|bias|``, batch norm as ``|scale| * y + |shift|``, ``+ |residual|``): the magnitude
+    :func:`rel_error` scales float32 rounding by when terms cancel."""
+    c, f = model.case, torch.nn.functional
+    with torch.no_grad():
+        x = inputs[0].abs()
+        if c.asymmetric:
+            x = f.pad(x, (c.pad_before[2], c.pad_after[2], c.pad_before[1], c.pad_after[1],
+                          c.pad_before[0], c.pad_after[0]))
+        conv = model.conv
+        bias = conv.bias.abs() if conv.bias is not None else None
+        y = f.conv3d(x, conv.weight.abs(), bias, conv.stride, conv.padding, conv.dilation,
+                     conv.groups)
+        if model.bn is not None:
+            bn = model.bn
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            shift = bn.bias - bn.running_mean * scale
+            y = y * scale.abs().view(1, -1, 1, 1, 1) + shift.abs().view(1, -1, 1, 1, 1)
+        if "add" in c.epilogue:
+            y = y + inputs[1].abs()
+    return y.numpy()
+
+
 def build_block(case: Conv3DCase) -> tuple[Conv3DBlock, tuple[torch.Tensor, ...]]:
     """The eval-mode module and its inputs (``x``, and the residual when there is an add)."""
     rng = np.random.default_rng(case.seed + 1)

@@ -1,5 +1,8 @@
 """Property-based equivalence: random conv3d blocks compiled with the ``rt3d`` pipeline for the
-host compute what PyTorch computes (relative error <= 1e-5).
+host compute what PyTorch computes (relative error <= 1e-5, against at least a tenth of the
+block's magnitude -- every product in absolute value, :func:`~tests.conv3d_strategies.
+block_magnitude` -- so cancelling terms do not fail float32 rounding: a one-output 1x1x1 conv
+of 16 kept products came out at 1.02e-5 of itself in session 6's long run).
 
 Each run draws new cases (hypothesis is not derandomized); a failure prints the falsifying
 :class:`~tests.conv3d_strategies.Conv3DCase` and is kept in the example database under
@@ -31,6 +34,7 @@ import rt3d_passes
 from rt3d_passes.op import WINOGRAD_RTOL
 from tests.conv3d_strategies import (
     Conv3DCase,
+    block_magnitude,
     build_block,
     conv3d_cases,
     rel_error,
@@ -81,7 +85,7 @@ def check_case(case: Conv3DCase, **pipeline) -> list:
     with torch.no_grad():
         ref = model(*inputs).numpy()
     out, reports = compile_and_run(model, inputs, **pipeline)
-    err, tol = rel_error(out, ref), tolerance(reports)
+    err, tol = rel_error(out, ref, block_magnitude(model, inputs)), tolerance(reports)
     assert err <= tol, f"relative error {err:.3g} > {tol:g} for {case} ({reports[0].kernel})"
     return reports
 
