@@ -134,14 +134,11 @@ def rows_outer_default(sch: s_tir.Schedule) -> bool:
     each group reads only a few input channels (depthwise / grouped convs)."""
     values = next(r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
                   if len(r.source.shape) == 3)
-    groups, columns, _ = (int(v) for v in values.shape)
+    groups, columns, group_m = (int(v) for v in values.shape)
     kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
     if groups > 1 and columns <= GROUPS_OUTER_CHANNELS * kernel[0] * kernel[1] * kernel[2]:
         return False
-    size = 4
-    for extent in values.shape:
-        size *= int(extent)
-    return size <= ROWS_OUTER_WEIGHT_BYTES
+    return 4 * groups * columns * group_m <= ROWS_OUTER_WEIGHT_BYTES
 
 
 def w_is_contiguous(sch: s_tir.Schedule) -> bool:
@@ -152,10 +149,7 @@ def w_is_contiguous(sch: s_tir.Schedule) -> bool:
 
 
 def _w_phases(sch: s_tir.Schedule) -> int:
-    try:
-        return int(func_attr(sch.mod, KGS_W_PHASES_ATTR))
-    except KeyError:  # an operator built without the attribute
-        return 1
+    return int(func_attr(sch.mod, KGS_W_PHASES_ATTR))
 
 
 def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:

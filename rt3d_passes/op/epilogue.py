@@ -1,7 +1,7 @@
 """The KGS conv3d operator with its elementwise epilogue: bias, residual add, ReLU or SiLU.
 
 ``y = act(kgs_conv3d(x) + bias[m] + residual)`` (each part optional; ``act`` ReLU or SiLU /
-Swish, the latter with :func:`~rt3d_passes.op.sigmoid.vector_exp`) as one PrimFunc: the
+Swish, the latter :func:`~rt3d_passes.op.sigmoid.silu_expr`) as one PrimFunc: the
 epilogue is a separate TE block (:data:`KGS_EPILOGUE_BLOCK`) that the schedules inline into
 the accumulator write-back, so the output is written once instead of being re-read and
 re-written by up to three elementwise kernels (R(2+1)D spent ~20% of its time in them).
@@ -16,7 +16,7 @@ from tvm import te, tirx
 from schedules.contract import KGS_EPILOGUE_BLOCK, NO_SCHEDULE_RULE
 
 from .kgs_conv3d import kgs_conv3d_te
-from .sigmoid import vector_exp
+from .sigmoid import silu_expr
 
 __all__ = ["epilogue_te", "kgs_conv3d_epilogue_te"]
 
@@ -86,7 +86,7 @@ def epilogue_te(conv: te.Tensor, bias: te.Tensor | None, residual: te.Tensor | N
         if relu:
             v = tirx.max(v, tirx.const(0, conv.dtype))
         if silu:
-            v = v / (tirx.const(1, conv.dtype) + vector_exp(-v))
+            v = silu_expr(v)
         return v
 
     return te.compute(shape, _epilogue, name=name, attrs={"schedule_rule": NO_SCHEDULE_RULE})

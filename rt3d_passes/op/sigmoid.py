@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-__all__ = ["sigmoid_te", "silu_te", "vector_exp"]
+__all__ = ["sigmoid_te", "silu_expr", "silu_te", "vector_exp"]
 
 # Cephes expf: ln 2 split in two for an exact range reduction, then the polynomial of e^r - 1 - r
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
@@ -44,6 +44,12 @@ def vector_exp(x: tirx.PrimExpr) -> tirx.PrimExpr:
     return p * two_n
 
 
+def silu_expr(v: tirx.PrimExpr) -> tirx.PrimExpr:
+    """SiLU / Swish of a float32 expression, ``v * sigmoid(v) = v / (1 + exp(-v))``, with
+    :func:`vector_exp` (also the conv epilogue's activation)."""
+    return v / (_f32(1.0) + vector_exp(-v))
+
+
 def sigmoid_te(x: te.Tensor) -> te.Tensor:
     """``1 / (1 + exp(-x))`` elementwise, with :func:`vector_exp` (float32)."""
     one = _f32(1.0)
@@ -52,7 +58,5 @@ def sigmoid_te(x: te.Tensor) -> te.Tensor:
 
 
 def silu_te(x: te.Tensor) -> te.Tensor:
-    """SiLU / Swish, ``x * sigmoid(x)`` elementwise, with :func:`vector_exp` (float32)."""
-    one = _f32(1.0)
-    return te.compute(x.shape, lambda *i: x(*i) / (one + vector_exp(-x(*i))), name="silu",
-                      tag="elemwise")
+    """SiLU / Swish elementwise (:func:`silu_expr`)."""
+    return te.compute(x.shape, lambda *i: silu_expr(x(*i)), name="silu", tag="elemwise")
