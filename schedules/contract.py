@@ -11,6 +11,7 @@ from __future__ import annotations
 from tvm import tirx
 
 __all__ = [
+    "KGS_CHANNELWISE_ATTR",
     "KGS_CONV3D_ATTR",
     "KGS_CONV3D_BLOCK",
     "KGS_CROP_BLOCK",
@@ -46,6 +47,11 @@ KGS_STRIDES_ATTR = "rt3d.strides"
 #: PrimFunc attribute: how many phases the padded copy splits each row along W into (s_w for
 #: a W-strided conv with a padded copy: output positions then read consecutive elements).
 KGS_W_PHASES_ATTR = "rt3d.w_phases"
+#: PrimFunc attribute: the channel multiplier ``k`` of a channel-wise (depthwise) operator, 0
+#: for any other. Channel-wise: one output channel per group, group ``g`` reading only input
+#: channel ``g // k``; its padded copy is then ``[N, C, Dp*Hp*Wp]`` and its offsets are
+#: relative to the channel, so a schedule can pad each channel where it is consumed.
+KGS_CHANNELWISE_ATTR = "rt3d.channel_multiplier"
 #: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3),
 #: input shape(5)]``, for passes that rebuild the operator (the epilogue fusion).
 KGS_GEOMETRY_ATTR = "rt3d.geometry"

@@ -59,16 +59,26 @@ def unroll_knob(sch: s_tir.Schedule, loop, fixed: bool) -> None:
         sch.annotate(loop, "meta_schedule.unroll_explicit", step)
 
 
-def schedule_flat_pad(sch: s_tir.Schedule, block, padded, w_phases: int = 1) -> None:
+def schedule_flat_pad(sch: s_tir.Schedule, block, padded, w_phases: int = 1,
+                      parallel: bool = True) -> None:
     """Parallel copy into a flat zero-padded input (``op.kgs_conv3d.flat_padded_input``):
     the flat axis split into ``(c, d, h, w)`` so its index arithmetic simplifies to plain
     loops, and the parallel loop over batch x channels only. Fusing ``d`` into it as well
     left a division and a modulo of the fused index per element (TVM cannot split them
     back): the pad of C3D's conv2 input took 3.74 ms instead of 1.37 (2.7x a memcpy). A single
-    channel keeps ``d`` in the parallel loop, so both threads get work."""
+    channel keeps ``d`` in the parallel loop, so both threads get work.
+
+    A per-channel copy (``[N, C, Dp*Hp*Wp]``) splits its last axis into ``(d, h, w)``;
+    ``parallel=False`` leaves the outer loops alone (a copy computed inside the task that
+    reads it)."""
     dp, hp, wp = (int(v) for v in padded)
-    n, f = sch.get_loops(block)
-    c, d, _, w = sch.split(f, [None, dp, hp, wp])
+    loops = sch.get_loops(block)
+    if len(sch.get(block).writes[0].source.shape) == 3:
+        n, c, f = loops[-3:]
+        d, _, w = sch.split(f, [dp, hp, wp])
+    else:
+        n, f = loops[-2:]
+        c, d, _, w = sch.split(f, [None, dp, hp, wp])
     if w_phases > 1:
         # rows split into W phases: (position, phase) loops, the phase unrolled innermost:
         # reads run along the input row, writes go to w_phases streams (phase outside
@@ -77,5 +87,7 @@ def schedule_flat_pad(sch: s_tir.Schedule, block, padded, w_phases: int = 1) -> 
         phase, position = sch.split(w, [w_phases, wp // w_phases])
         sch.reorder(position, phase)
         sch.unroll(phase)
+    if not parallel:
+        return
     channels = int(sch.get(n).extent) * int(sch.get(c).extent)
     sch.parallel(sch.fuse(n, c) if channels > 1 else sch.fuse(n, c, d))

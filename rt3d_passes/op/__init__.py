@@ -12,6 +12,7 @@ The names their PrimFuncs carry (attributes, blocks, schedule rules) are in
 from .epilogue import kgs_conv3d_epilogue_te as kgs_conv3d_epilogue_te
 from .kgs_conv3d import PAD_OFFSET as PAD_OFFSET
 from .kgs_conv3d import Conv3DGeometry as Conv3DGeometry
+from .kgs_conv3d import channel_multiplier as channel_multiplier
 from .kgs_conv3d import column_offsets as column_offsets
 from .kgs_conv3d import geometry_kwargs as geometry_kwargs
 from .kgs_conv3d import kgs_conv3d_attrs as kgs_conv3d_attrs

@@ -44,6 +44,7 @@ import numpy as np
 from tvm import te, tirx
 
 from schedules.contract import (
+    KGS_CHANNELWISE_ATTR,
     KGS_CONV3D_ATTR,
     KGS_CONV3D_BLOCK,
     KGS_CROP_BLOCK,
@@ -61,6 +62,7 @@ from ..sparsity import KGSCompact
 __all__ = [
     "PAD_OFFSET",
     "Conv3DGeometry",
+    "channel_multiplier",
     "column_offsets",
     "flat_padded_input",
     "geometry_kwargs",
@@ -168,8 +170,27 @@ class Conv3DGeometry:
         return (self.input_shape[0], int(out_channels), *self.output_spatial)
 
 
+def channel_multiplier(packed: KGSCompact, geometry: Conv3DGeometry) -> int:
+    """``k`` when the layer is channel-wise (depthwise, ``groups = C``, ``M = k * C``): one
+    output channel per group (``g_m = 1``) and group ``g`` keeping columns of input channel
+    ``g // k`` only; 0 for any other layer, and for a layer without padding (it reads its
+    input in place, with no padded copy to split per channel).
+
+    The operator then keeps the padded copy per channel (``[N, C, Dp*Hp*Wp]``) with offsets
+    relative to the channel, so a schedule can pad each channel in the task that reads it.
+    """
+    m, c = packed.weight_shape[:2]
+    if packed.group[0] != 1 or m % c or not any(geometry.padding):
+        return 0
+    k = m // c
+    kept = np.arange(packed.columns.shape[1])[None, :] < packed.counts[:, None]
+    owner = np.broadcast_to((np.arange(packed.columns.shape[0]) // k)[:, None], kept.shape)
+    return k if np.array_equal(packed.columns[..., 0][kept], owner[kept]) else 0
+
+
 def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
-    """Flat offsets ``[G, T]`` (int32) of every kept column in the padded input.
+    """Flat offsets ``[G, T]`` (int32) of every kept column in the padded input: relative to
+    the column's channel for a channel-wise layer (:func:`channel_multiplier`).
 
     Padding slots (``t >= counts[g]``) hold :data:`PAD_OFFSET` (their weights are zero).
 
@@ -193,6 +214,8 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
     dp, hp, wp = geometry.stored_spatial
     dd, dh, dw = geometry.dilation
     c, a, b, e = (packed.columns[..., k].astype(np.int64) for k in range(4))
+    if channel_multiplier(packed, geometry):
+        c = np.zeros_like(c)
     off = ((c * dp + a * dd) * hp + b * dh) * wp + geometry.stored_column(e * dw)
     # padding slots of short groups: a valid address (their weights are zero)
     off[np.arange(off.shape[1])[None, :] >= packed.counts[:, None]] = PAD_OFFSET
@@ -209,6 +232,7 @@ def kgs_conv3d_te(
     padding: Sequence[int] = (0, 0, 0),
     dilation: Sequence[int] = (1, 1, 1),
     input_shape: Sequence[int] | None = None,
+    channel_multiplier: int = 0,
 ) -> te.Tensor:
     """TE compute of the KGS sparse conv3d (see the module docstring).
 
@@ -228,6 +252,9 @@ def kgs_conv3d_te(
         Needed when ``x`` is the flat view ``[N, C*D*H*W]`` of an input that needs no
         padding (:func:`reads_flat_input`): the operator then gathers straight from it, with
         no padded copy (for a pointwise conv the copy costs about as much as the MACs).
+    channel_multiplier : int
+        ``k`` of a channel-wise layer (:func:`channel_multiplier`; its offsets relative to
+        the channel), 0 for any other.
 
     Returns
     -------
@@ -255,15 +282,33 @@ def kgs_conv3d_te(
             f"{out_channels} output channels do not fit {g_count} groups of {gm}"
         )
 
+    if channel_multiplier and (flat or gm != 1
+                               or g_count != channel_multiplier * geo.input_shape[1]):
+        raise ValueError(
+            f"a channel-wise operator (multiplier {channel_multiplier}) needs a padded input "
+            f"and one output channel per group for each of the {geo.input_shape[1]} input "
+            f"channels; got {g_count} groups of {gm}" + (" reading a flat input" if flat else ""))
     xpad = x if flat else flat_padded_input(x, (dp, hp, wp), geo.padding[:3], KGS_PAD_BLOCK,
-                                            w_phases=geo.w_phases)
+                                            w_phases=geo.w_phases,
+                                            per_channel=bool(channel_multiplier))
     t = te.reduce_axis((0, t_len), name="t")
     plane, row = hp * wp, wp
+    kd, kh, kw = geo.kernel
+    dd, dh, dw = geo.dilation
+    last_tap = ((kd - 1) * dd * hp + (kh - 1) * dh) * wp + max(
+        int(geo.stored_column(k * dw)) for k in range(kw))
     step_w = sw // geo.w_phases  # 1 with phases: the offsets hold the phase
 
     def _conv(n, m, d, h, w):
         g = m // gm
         base = d * (sd * plane) + h * (sh * row) + w * step_w
+        if channel_multiplier:
+            # clamped to the offsets' range (a no-op on valid offsets, two scalar ops per
+            # column): a bounded read region lets a schedule compute the channel's padded
+            # copy at the loop that reads it (an unbounded data-dependent index cannot)
+            rel = tirx.max(tirx.min(offsets[g, t], last_tap), 0)
+            return te.sum(values[g, t, 0] * xpad[n, g // channel_multiplier, rel + base],
+                          axis=t)
         return te.sum(values[g, t, m % gm] * xpad[n, offsets[g, t] + base], axis=t)
 
     y = te.compute(
@@ -284,14 +329,15 @@ def kgs_conv3d_te(
 
 
 def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int],
-                      name: str, w_phases: int = 1) -> te.Tensor:
+                      name: str, w_phases: int = 1, per_channel: bool = False) -> te.Tensor:
     """``x`` ``[N, C, D, H, W]`` zero-padded to ``padded`` ``(Dp, Hp, Wp)`` (``before``
     elements in front along D, H, W; the rest behind) and flattened per batch element:
     ``[N, C * Dp * Hp * Wp]``, so that every gather of an operator is in bounds and
     branch-free. Marked for the operator's own schedule rule (both RT3D operators use it).
     ``w_phases > 1``: each row stored split into its phases along W (see the module
     docstring and :meth:`Conv3DGeometry.stored_column`; ``padded[2]`` is then the stored row
-    length, a multiple of ``w_phases``, and the columns past the padded row are zeros)."""
+    length, a multiple of ``w_phases``, and the columns past the padded row are zeros).
+    ``per_channel``: ``[N, C, Dp * Hp * Wp]`` instead (channel-wise operators)."""
     n_batch, chans, d_in, h_in, w_in = (int(v) for v in x.shape)
     dp, hp, wp = (int(v) for v in padded)
     p_front, p_top, p_left = (int(v) for v in before)
@@ -308,6 +354,10 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
         inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
         return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
 
+    if per_channel:
+        return te.compute((n_batch, chans, dp * hp * wp),
+                          lambda n, c, f: _pad(n, c * (dp * hp * wp) + f), name=name,
+                          attrs={"schedule_rule": NO_SCHEDULE_RULE})
     return te.compute((n_batch, chans * dp * hp * wp), _pad, name=name,
                       attrs={"schedule_rule": NO_SCHEDULE_RULE})
 
@@ -321,14 +371,19 @@ def geometry_kwargs(attrs) -> dict:
     """``kgs_conv3d_te``'s geometry keywords back from a PrimFunc's attributes (for passes
     that rebuild the operator)."""
     geo = [int(v) for v in attrs[KGS_GEOMETRY_ATTR]]
-    return dict(kernel=geo[0:3], strides=geo[3:6], padding=geo[6:12], dilation=geo[12:15],
-                input_shape=geo[15:20])
+    kwargs = dict(kernel=geo[0:3], strides=geo[3:6], padding=geo[6:12], dilation=geo[12:15],
+                  input_shape=geo[15:20])
+    if KGS_CHANNELWISE_ATTR in attrs:  # a KGS operator (the Winograd one has no such form)
+        kwargs["channel_multiplier"] = int(attrs[KGS_CHANNELWISE_ATTR])
+    return kwargs
 
 
-def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int) -> dict:
-    """The PrimFunc attributes that mark the operator and give schedules its geometry."""
+def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int, multiplier: int = 0) -> dict:
+    """The PrimFunc attributes that mark the operator and give schedules its geometry
+    (``multiplier``: :func:`channel_multiplier`)."""
     return {
         KGS_CONV3D_ATTR: int(group_m),
+        KGS_CHANNELWISE_ATTR: int(multiplier),
         KGS_PADDED_ATTR: [int(v) for v in geometry.stored_spatial],
         KGS_STRIDES_ATTR: [int(v) for v in geometry.strides],
         KGS_W_PHASES_ATTR: int(geometry.w_phases),
@@ -357,7 +412,9 @@ def kgs_conv3d_primfunc(
     x = te.placeholder(geo.input_shape, dtype, name="x")
     values = te.placeholder(packed.values.shape, dtype, name="values")
     offsets = te.placeholder(packed.values.shape[:2], "int32", name="offsets")
+    multiplier = channel_multiplier(packed, geo)
     y = kgs_conv3d_te(x, values, offsets, packed.weight_shape[0], geo.kernel, geo.strides,
-                      geo.padding, geo.dilation)
+                      geo.padding, geo.dilation, channel_multiplier=multiplier)
     func = te.create_prim_func([x, values, offsets, y])
-    return func.with_attrs({"global_symbol": "main", **kgs_conv3d_attrs(geo, packed.group[0])})
+    return func.with_attrs({"global_symbol": "main",
+                            **kgs_conv3d_attrs(geo, packed.group[0], multiplier)})

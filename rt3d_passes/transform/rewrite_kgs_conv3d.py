@@ -11,6 +11,7 @@ from schedules.contract import KGS_CONV3D_BLOCK
 
 from ..op.kgs_conv3d import (
     Conv3DGeometry,
+    channel_multiplier,
     column_offsets,
     kgs_conv3d_attrs,
     kgs_conv3d_te,
@@ -110,6 +111,7 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
     if reads_flat_input(geo):
         # no padding: the operator gathers from a flat view (a reshape, no copy)
         data = bb.emit(relax.op.reshape(data, [input_shape[0], geo.padded_size]))
+    multiplier = channel_multiplier(packed, geo)
     return bb.call_te(
         kgs_conv3d_te,
         data,
@@ -121,6 +123,7 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         geo.padding,
         geo.dilation,
         geo.input_shape,
+        multiplier,
         primfunc_name_hint=KGS_CONV3D_BLOCK,
-        primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0]),
+        primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0], multiplier),
     )

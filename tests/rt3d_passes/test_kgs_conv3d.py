@@ -158,3 +158,92 @@ def test_depthwise_stride2_matches_torch(rng):
     ref = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(wg), stride=(1, 2, 2),
                                      padding=1, groups=c).numpy()
     assert_close_rel(out, ref, 1e-5)
+
+
+def _is_parallel(sch, loop) -> bool:
+    return sch.get(loop).kind == tvm.tirx.ForKind.PARALLEL
+
+
+@pytest.mark.parametrize("shape,multiplier,strides,sparse", [
+    ((1, 20, 4, 9, 11), 1, (1, 1, 1), False),  # per-channel copy inside each task
+    ((2, 9, 3, 7, 6), 2, (1, 1, 1), True),     # multiplier 2, pruned taps, 2 x 18 tasks
+    ((1, 6, 4, 8, 8), 1, (1, 1, 1), False),    # too few channels: one shared copy
+    ((1, 18, 3, 9, 10), 1, (1, 2, 2), False),  # W phases: one shared copy
+])
+def test_channelwise_matches_torch(rng, shape, multiplier, strides, sparse):
+    """Depthwise layers (groups = C, M = k * C) read a per-channel padded copy with offsets
+    relative to the channel; with unit W stride and enough channels each task pads its own
+    channel (the pad runs inside the parallel loop), else one parallel copy."""
+    import torch
+
+    from rt3d_passes.op import channel_multiplier
+    from rt3d_passes.transform.analysis import ungroup
+    from schedules.cpu_kgs_conv3d import CHANNEL_TASKS_MIN
+    from schedules.contract import KGS_CHANNELWISE_ATTR
+
+    c = shape[1]
+    wg = rng.standard_normal((c * multiplier, 1, 3, 3, 3)).astype(np.float32)
+    if sparse:
+        wg.reshape(-1, 27)[:, rng.permutation(27)[:10]] = 0
+    packed = S.compact(ungroup(wg, c), (1, 1))
+    geo = Conv3DGeometry(shape, (3, 3, 3), strides, (1, 1, 1))
+    assert channel_multiplier(packed, geo) == multiplier
+    offsets = column_offsets(packed, geo)
+    assert 0 <= offsets.min() and offsets.max() < int(np.prod(geo.stored_spatial))
+    func = kgs_conv3d_primfunc(shape, packed, strides, (1, 1, 1))
+    assert int(func.attrs[KGS_CHANNELWISE_ATTR]) == multiplier
+    sch = s_tir.Schedule(func)
+    schedules.schedule_kgs_conv3d_cpu(sch)
+    inside = shape[0] * c * multiplier >= CHANNEL_TASKS_MIN and strides[2] == 1
+    # inside the task: the pad shares the conv's parallel loop (n x groups)
+    pad_outer = sch.get_loops(sch.get_sblock("kgs_pad"))[0]
+    conv_outer = sch.get_loops(sch.get_sblock("kgs_conv3d_update"))[0]
+    assert _is_parallel(sch, pad_outer)
+    assert sch.get(pad_outer).same_as(sch.get(conv_outer)) == inside
+    ex = tvm.compile(sch.mod, target=host_target())
+    x = rng.standard_normal(shape).astype(np.float32)
+    args = [tvm.runtime.tensor(a) for a in (x, packed.values, offsets,
+                                            np.zeros(geo.output_shape(c * multiplier),
+                                                     np.float32))]
+    ex["main"](*args)
+    ref = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(wg), stride=strides,
+                                     padding=1, groups=c).numpy()
+    assert_close_rel(args[-1].numpy(), ref, 1e-5)
+
+
+def test_channelwise_needs_one_channel_per_group(rng):
+    """Grouped (2 channels per group), dense and unpadded layers are not channel-wise."""
+    from rt3d_passes.op import channel_multiplier
+    from rt3d_passes.transform.analysis import ungroup
+
+    grouped = S.compact(ungroup(rng.standard_normal((8, 2, 3, 3, 3)).astype(np.float32), 4),
+                        (1, 1))
+    dense = S.compact(structured_weight((8, 8, 3, 3, 3), "dense", 0, rng=rng), (8, 4))
+    depthwise = S.compact(ungroup(rng.standard_normal((8, 1, 3, 3, 3)).astype(np.float32), 8),
+                          (1, 1))
+    padded = Conv3DGeometry((1, 8, 4, 6, 6), (3, 3, 3), padding=(1, 1, 1))
+    assert channel_multiplier(grouped, padded) == 0
+    assert channel_multiplier(dense, padded) == 0
+    assert channel_multiplier(depthwise, padded) == 1
+    assert channel_multiplier(depthwise, Conv3DGeometry((1, 8, 4, 6, 6), (3, 3, 3))) == 0
+
+
+def test_partial_group_cropped_in_the_write_back(rng):
+    """A partial last output group (M = 13, groups of 8) is cropped by the register tile's
+    write-back, inside the parallel loop, not by a second pass over a whole-group copy."""
+    in_shape = (1, 8, 3, 6, 16)
+    w = structured_weight((13, 8, 1, 3, 3), "kgs", 0.5, (8, 4), rng)
+    packed = S.compact(w, (8, 4))
+    geo = Conv3DGeometry(in_shape, (1, 3, 3), padding=(0, 1, 1))
+    sch = s_tir.Schedule(kgs_conv3d_primfunc(in_shape, packed, padding=(0, 1, 1)))
+    schedules.schedule_kgs_conv3d_cpu(sch)
+    crop_outer = sch.get_loops(sch.get_sblock("kgs_crop"))[0]
+    assert _is_parallel(sch, crop_outer)
+    assert sch.get(crop_outer).same_as(
+        sch.get(sch.get_loops(sch.get_sblock("kgs_conv3d_update"))[0]))
+    ex = tvm.compile(sch.mod, target=host_target())
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),
+                                            np.zeros(geo.output_shape(13), np.float32))]
+    ex["main"](*args)
+    assert_close_rel(args[-1].numpy(), conv3d_reference(x, w, padding=(0, 1, 1)), 1e-5)
