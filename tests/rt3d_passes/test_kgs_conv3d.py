@@ -178,8 +178,8 @@ def test_channelwise_matches_torch(rng, shape, multiplier, strides, sparse):
 
     from rt3d_passes.op import channel_multiplier
     from rt3d_passes.transform.analysis import ungroup
-    from schedules.cpu_kgs_conv3d import CHANNEL_TASKS_MIN
     from schedules.contract import KGS_CHANNELWISE_ATTR
+    from schedules.cpu_kgs_conv3d import CHANNEL_TASKS_MIN
 
     c = shape[1]
     wg = rng.standard_normal((c * multiplier, 1, 3, 3, 3)).astype(np.float32)
