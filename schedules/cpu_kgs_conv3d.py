@@ -125,10 +125,10 @@ MAX_W_REGISTERS = 2
 
 #: A channel-wise operator pads each channel in the task that convolves it (instead of one
 #: parallel copy of the whole input, written to memory and read back) when it has at least
-#: this many channels to share out among the threads (the tasks are then whole channels) and
-#: unit stride along W. Interleaved A/B on X3D-S's depthwise layers: 0.77 -> 0.67 ms (40x40
-#: maps), 0.54 -> 0.49 (20x20), 0.33 -> 0.26 (10x10), 0.25 -> 0.17 (5x5); the stride-2 ones,
-#: whose copy is split into W phases, ran slower (2.44 -> 2.97 ms), so they keep one copy.
+#: this many channels to share out among the threads (the tasks are then whole channels).
+#: Interleaved A/B on X3D-S's depthwise layers, one copy -> per channel: 80x80 stride 2
+#: 2.32 -> 1.47 ms, 40x40 stride 2 0.76 -> 0.57, 40x40 0.62 -> 0.56, 20x20 0.46 -> 0.41,
+#: 10x10 0.26 -> 0.20, 5x5 0.25 -> 0.17.
 CHANNEL_TASKS_MIN = 16
 
 #: Groups go outside rows when a group reads at most this many input channels' worth of
@@ -276,7 +276,7 @@ def schedule_kgs_conv3d_cpu(
         sch.reorder(n, do, ho, g, wo, t, *inner)
     else:
         sch.reorder(n, g, do, ho, wo, t, *inner)
-    per_channel_pad = (not rows_outer and _channel_multiplier(sch) > 0 and _w_phases(sch) == 1
+    per_channel_pad = (not rows_outer and _channel_multiplier(sch) > 0
                        and int(sch.get(n).extent) * int(sch.get(g).extent) >= CHANNEL_TASKS_MIN)
     acc = sch.cache_write(blk, 0, "local")
     if vector_axis == "m":

@@ -293,10 +293,11 @@ def kgs_conv3d_te(
                                             per_channel=bool(channel_multiplier))
     t = te.reduce_axis((0, t_len), name="t")
     plane, row = hp * wp, wp
-    kd, kh, kw = geo.kernel
-    dd, dh, dw = geo.dilation
-    last_tap = ((kd - 1) * dd * hp + (kh - 1) * dh) * wp + max(
-        int(geo.stored_column(k * dw)) for k in range(kw))
+    # a channel-wise operator's offsets lie in [0, last_tap]; the clamp below reaches the
+    # channel's last element from the last output voxel, so the read region is the whole
+    # channel (a shorter one leaves a predicate on every element of the copy)
+    last_tap = dp * hp * wp - 1 - ((od - 1) * sd * hp * wp + (oh - 1) * sh * wp
+                                   + (ow - 1) * (sw // geo.w_phases))
     step_w = sw // geo.w_phases  # 1 with phases: the offsets hold the phase
 
     def _conv(n, m, d, h, w):

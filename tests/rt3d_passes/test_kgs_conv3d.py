@@ -168,12 +168,13 @@ def _is_parallel(sch, loop) -> bool:
     ((1, 20, 4, 9, 11), 1, (1, 1, 1), False),  # per-channel copy inside each task
     ((2, 9, 3, 7, 6), 2, (1, 1, 1), True),     # multiplier 2, pruned taps, 2 x 18 tasks
     ((1, 6, 4, 8, 8), 1, (1, 1, 1), False),    # too few channels: one shared copy
-    ((1, 18, 3, 9, 10), 1, (1, 2, 2), False),  # W phases: one shared copy
+    ((1, 18, 3, 9, 10), 1, (1, 2, 2), False),  # W phases, per channel too
 ])
 def test_channelwise_matches_torch(rng, shape, multiplier, strides, sparse):
     """Depthwise layers (groups = C, M = k * C) read a per-channel padded copy with offsets
-    relative to the channel; with unit W stride and enough channels each task pads its own
-    channel (the pad runs inside the parallel loop), else one parallel copy."""
+    relative to the channel; with enough channels each task pads its own channel (the pad
+    runs inside the parallel loop, over the whole channel: no predicate), else one parallel
+    copy."""
     import torch
 
     from rt3d_passes.op import channel_multiplier
@@ -194,12 +195,13 @@ def test_channelwise_matches_torch(rng, shape, multiplier, strides, sparse):
     assert int(func.attrs[KGS_CHANNELWISE_ATTR]) == multiplier
     sch = s_tir.Schedule(func)
     schedules.schedule_kgs_conv3d_cpu(sch)
-    inside = shape[0] * c * multiplier >= CHANNEL_TASKS_MIN and strides[2] == 1
+    inside = shape[0] * c * multiplier >= CHANNEL_TASKS_MIN
     # inside the task: the pad shares the conv's parallel loop (n x groups)
     pad_outer = sch.get_loops(sch.get_sblock("kgs_pad"))[0]
     conv_outer = sch.get_loops(sch.get_sblock("kgs_conv3d_update"))[0]
     assert _is_parallel(sch, pad_outer)
     assert sch.get(pad_outer).same_as(sch.get(conv_outer)) == inside
+    assert "T.where" not in sch.mod.script()
     ex = tvm.compile(sch.mod, target=host_target())
     x = rng.standard_normal(shape).astype(np.float32)
     args = [tvm.runtime.tensor(a) for a in (x, packed.values, offsets,
