@@ -1,6 +1,7 @@
 """The CPU parallel fallback: every PrimFunc of a lowered 3D CNN ends up scheduled."""
 
 import numpy as np
+import pytest
 import torch
 import tvm
 from tvm import relax, te
@@ -87,3 +88,36 @@ def test_inline_elementwise_leaves_producers_of_reductions():
     assert schedules.inline_elementwise(sch) == 0  # b feeds a reduction; d is the output
     names = [sch.get(b).name_hint for b in sch.get_child_blocks(sch.get_sblock("root"))]
     assert names == ["b", "c", "d"]
+
+
+def _global_mean(shape) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.mean(x, axis=[2, 3, 4], keepdims=True))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("shape,lanes", [
+    ((1, 6, 3, 5, 5), 25),     # no lane count divides 5, 25 or 75: 25 scalar partial sums
+    ((2, 5, 3, 4, 40), 40),    # a W row of 40: five vectors of 8
+    ((1, 3, 2, 4, 96), 48),    # a row longer than 64: its largest multiple-of-8 divisor
+])
+def test_global_mean_keeps_partial_sums_in_registers(rng, shape, lanes):
+    """A global mean (squeeze-excitation, head pooling) is one parallel loop over the outputs,
+    each task summing into ``lanes`` partial sums in a local buffer, then dividing."""
+    mod = _global_mean(shape)
+    target = rt3d_passes.host_target()
+    with target:
+        lowered = relax.get_pipeline("rt3d", target=target)(mod)
+    (func,) = [f for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    script = func.script()
+    assert script.count("T.parallel") == 1
+    local = [b for b in func.body.block.alloc_buffers if b.scope() == "local"]
+    assert [int(b.shape[-1]) for b in local] == [lanes]
+    xs = rng.standard_normal(shape).astype(np.float32)
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
+    assert_close_rel(out, xs.mean(axis=(2, 3, 4), keepdims=True), 1e-6)
