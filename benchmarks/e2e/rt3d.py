@@ -219,14 +219,17 @@ def format_kinds(rows: list[dict[str, Any]], limit: float = 1.5) -> str:
 def format_profile(rows: list[dict[str, Any]], top: int = 15) -> str:
     """The ``top`` ops by time as a table, plus the total."""
     total = sum(r["ms"] for r in rows)
-    lines = [f"{'op (VM call) [conv layer]':<48} {'calls':>5} {'ms':>9} {'share':>6}", "-" * 71]
+    # whole names (X3D's layers differ only past "blocks.1.res_blocks.0.branch2.")
+    width = max([48] + [len(r["op"]) for r in rows[:top]])
+    lines = [f"{'op (VM call) [conv layer]':<{width}} {'calls':>5} {'ms':>9} {'share':>6}",
+             "-" * (width + 23)]
     for r in rows[:top]:
-        lines.append(f"{r['op'][:48]:<48} {r['calls']:>5} {r['ms']:>9.2f} {r['share']:>6.1%}")
+        lines.append(f"{r['op']:<{width}} {r['calls']:>5} {r['ms']:>9.2f} {r['share']:>6.1%}")
     rest = rows[top:]
     if rest:
-        lines.append(f"{f'({len(rest)} more ops)':<48} {'':>5} "
+        lines.append(f"{f'({len(rest)} more ops)':<{width}} {'':>5} "
                      f"{sum(r['ms'] for r in rest):>9.2f}")
-    lines.append(f"{'total of VM calls':<48} {'':>5} {total:>9.2f}")
+    lines.append(f"{'total of VM calls':<{width}} {'':>5} {total:>9.2f}")
     kinds: dict[str, float] = defaultdict(float)
     for r in rows:
         kinds[r["kind"]] += r["ms"]

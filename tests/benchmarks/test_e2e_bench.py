@@ -163,3 +163,15 @@ def test_winograd_bar_reads_identical_programs_as_identical() -> None:
     (bar,) = [b for b in report.bars("c3d", macs, rows(3, 100.0, 120.0))
               if b["bar"].startswith("Winograd")]
     assert not bar["holds"] and bar["required"] == 1.25  # C3D's own bar
+
+
+def test_profile_table_prints_whole_layer_names():
+    """X3D's conv layers differ only past 48 characters: the per-op table keeps whole names."""
+    from benchmarks.e2e.rt3d import format_profile
+
+    names = [f"kgs_conv3d{i} [blocks.1.res_blocks.{i}.branch2.conv_b]" for i in range(2)]
+    rows = [{"op": n, "calls": 1, "ms": 1.0 + i, "share": 0.5, "kind": "conv3d"}
+            for i, n in enumerate(names)]
+    table = format_profile(rows)
+    assert all(n in table for n in names)
+    assert len({len(line) for line in table.splitlines()[2:4]}) == 1  # aligned columns
