@@ -18,6 +18,7 @@ from .kgs_conv3d import geometry_kwargs as geometry_kwargs
 from .kgs_conv3d import kgs_conv3d_attrs as kgs_conv3d_attrs
 from .kgs_conv3d import kgs_conv3d_primfunc as kgs_conv3d_primfunc
 from .kgs_conv3d import kgs_conv3d_te as kgs_conv3d_te
+from .kgs_conv3d import pointwise_rows as pointwise_rows
 from .kgs_conv3d import reads_flat_input as reads_flat_input
 from .sigmoid import sigmoid_te as sigmoid_te
 from .sigmoid import silu_expr as silu_expr

@@ -69,6 +69,7 @@ __all__ = [
     "kgs_conv3d_attrs",
     "kgs_conv3d_primfunc",
     "kgs_conv3d_te",
+    "pointwise_rows",
     "reads_flat_input",
 ]
 
@@ -361,6 +362,26 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
                           attrs={"schedule_rule": NO_SCHEDULE_RULE})
     return te.compute((n_batch, chans * dp * hp * wp), _pad, name=name,
                       attrs={"schedule_rule": NO_SCHEDULE_RULE})
+
+
+def pointwise_rows(geometry: Conv3DGeometry) -> tuple[int, ...] | None:
+    """The input shape ``(N, C, 1, P // L, L)`` a pointwise conv is better computed on, or None.
+
+    A 1x1x1 conv with unit strides and no padding reads and writes each channel's
+    ``P = D * H * W`` positions contiguously, so any split of them into rows computes the same
+    thing. Maps whose W is no multiple of 8 (X3D's 20x20 and 10x10, SlowFast's 14x14) give
+    part-filled vectors along W (a 20-wide row is 8 + 2 lanes, twice); rows of ``L`` positions,
+    ``L`` a multiple of 16 (two whole vectors) dividing ``P``, at most 128, fill every lane
+    and leave ``P // L`` rows for the threads. X3D-S's 48 -> 108 conv on 13x20x20 maps: 0.38 ->
+    0.12 ms, interleaved. None when W already is a multiple of 8 or 16 does not divide ``P``.
+    """
+    n, c, d, h, w = geometry.input_shape
+    positions = d * h * w
+    if (geometry.kernel != (1, 1, 1) or geometry.strides != (1, 1, 1) or any(geometry.padding)
+            or w % 8 == 0 or positions % 16):
+        return None
+    row = 16 * max(k for k in range(1, 9) if positions // 16 % k == 0)
+    return (n, c, 1, positions // row, row)
 
 
 def reads_flat_input(geometry: Conv3DGeometry) -> bool:

@@ -87,6 +87,11 @@ class _Chain:
     residual: relax.Expr | None = None
     relu: bool = False
     silu: bool = False
+    # a pointwise conv computed on rows (op.kgs_conv3d.pointwise_rows) is followed by a view
+    # back to its output's shape: the epilogue runs on the operator's shape (``flat``), the
+    # view (to ``view``) after it
+    flat: tuple[int, ...] | None = None
+    view: tuple[int, ...] | None = None
 
 
 def _use_counts(func: relax.Function) -> Counter:
@@ -153,6 +158,15 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
         if out_shape is None:
             continue
         chain = _Chain(call=call, func=prim, end=b.var, dead=[])
+        view = consumer.get(b.var)
+        if (uses[b.var] == 1 and view is not None and view.value.op.same_as(_RESHAPE)
+                and not is_winograd_conv3d(prim) and static_shape(view.var) is not None
+                and len(static_shape(view.var)) == 5
+                and static_shape(view.var)[:2] == out_shape[:2]):
+            chain.flat, chain.view = out_shape, static_shape(view.var)
+            chain.dead.append(b.var)
+            chain.end, out_shape = view.var, chain.view
+        viewed = len(chain.dead)
         stage = 0  # 0: bias may follow, 1: residual may follow, 2: relu may follow
         while True:
             swish = _swish(chain.end, consumers, uses) if stage <= 2 else None
@@ -187,7 +201,7 @@ def _find_chains(mod: IRModule, func: relax.Function) -> list[_Chain]:
             chain.end = nxt.var
             if stage == 3:
                 break
-        if chain.dead:
+        if len(chain.dead) > viewed:
             chains.append(chain)
             claimed.update(chain.dead[1:])
             claimed.add(chain.end)
@@ -234,7 +248,10 @@ class _EpilogueFuser(relax.PyExprMutator):
         if chain.bias is not None:
             extra.append(relax.const(chain.bias))
         if chain.residual is not None:
-            extra.append(self.visit_expr(chain.residual))
+            residual = self.visit_expr(chain.residual)
+            if chain.view is not None:
+                residual = self.builder_.emit(relax.op.reshape(residual, list(chain.flat)))
+            extra.append(residual)
         attrs = {str(k): v for k, v in chain.func.attrs.items()
                  if str(k) not in ("global_symbol",)}
         if is_winograd_conv3d(chain.func):
@@ -249,6 +266,9 @@ class _EpilogueFuser(relax.PyExprMutator):
             residual=chain.residual is not None, relu=chain.relu, silu=chain.silu,
             primfunc_name_hint=chain.call.args[0].name_hint, primfunc_attrs=attrs,
         )
+        if chain.view is not None:
+            return self.builder_.normalize(
+                relax.op.reshape(self.builder_.emit(call), list(chain.view)))
         return self.builder_.normalize(call)
 
 

@@ -15,6 +15,7 @@ from ..op.kgs_conv3d import (
     column_offsets,
     kgs_conv3d_attrs,
     kgs_conv3d_te,
+    pointwise_rows,
     reads_flat_input,
 )
 from ..sparsity import compact
@@ -108,11 +109,18 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         strides = (1, 1, 1)
     geo = Conv3DGeometry(input_shape, weight.shape[2:], strides, report.padding,
                          report.dilation)
+    out_shape = geo.output_shape(weight.shape[0])
+    rows = pointwise_rows(geo)
+    if rows is not None:
+        # a pointwise conv on maps W is not vector-friendly for: computed on rows of whole
+        # vectors over the flattened positions, then viewed back (FuseKGSConv3DEpilogue
+        # looks through the view)
+        geo = Conv3DGeometry(rows, (1, 1, 1))
     if reads_flat_input(geo):
         # no padding: the operator gathers from a flat view (a reshape, no copy)
         data = bb.emit(relax.op.reshape(data, [input_shape[0], geo.padded_size]))
     multiplier = channel_multiplier(packed, geo)
-    return bb.call_te(
+    call = bb.call_te(
         kgs_conv3d_te,
         data,
         relax.const(packed.values),
@@ -127,3 +135,6 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         primfunc_name_hint=KGS_CONV3D_BLOCK,
         primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0], multiplier),
     )
+    if rows is None:
+        return call
+    return relax.op.reshape(bb.emit(call), list(out_shape))

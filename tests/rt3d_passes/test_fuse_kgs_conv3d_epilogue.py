@@ -192,3 +192,67 @@ def test_swish_whose_input_is_read_elsewhere_is_not_fused(rng):
     ops = _ops(after)
     assert ops.count("relax.call_tir") == 1
     assert "relax.sigmoid" in ops and "relax.multiply" in ops
+
+
+ROWS_SHAPE = (1, 16, 4, 6, 20)  # W = 20: no multiple of 8; 480 positions = 5 rows of 96
+
+
+def _pointwise_block(rng, w, b):
+    """relu(conv1x1x1(x) + b + x) on maps whose W is not vector-friendly."""
+
+    def build(bb, x):
+        h = bb.emit(relax.op.nn.conv3d(x, relax.const(w)))
+        return bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(_bias_add(bb, h, b, False), x))))
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(ROWS_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_pointwise_rows_view_is_looked_through(rng):
+    """A pointwise conv computed on rows (``op.pointwise_rows``) is followed by a view back to
+    its shape; the epilogue fuses through the view: the residual is viewed as rows, the
+    fused call writes rows, one view back."""
+    from rt3d_passes.op import pointwise_rows
+
+    w = structured_weight((16, 16, 1, 1, 1), "kgs", 0.5, (8, 4), rng)
+    b = rng.standard_normal(16).astype(np.float32)
+    before = _pointwise_block(rng, w, b)
+    after = _rewrite_and_fuse(before)
+    assert relax.analysis.check_well_formed(after)
+
+    geo = Conv3DGeometry(ROWS_SHAPE, (1, 1, 1))
+    rows = pointwise_rows(geo)
+    assert rows == (1, 16, 1, 5, 96)
+    packed = S.compact(w, (8, 4))
+    flat = Conv3DGeometry(rows, (1, 1, 1))
+
+    def expected(bb, x):
+        data = bb.emit(relax.op.reshape(x, [1, flat.padded_size]))
+        res = bb.emit(relax.op.reshape(x, list(flat.output_shape(16))))
+        call = bb.emit(bb.call_te(
+            kgs_conv3d_epilogue_te, data, relax.const(packed.values),
+            relax.const(column_offsets(packed, flat)), relax.const(b), res, out_channels=16,
+            kernel=[1, 1, 1], strides=[1, 1, 1], padding=[0] * 6, dilation=[1, 1, 1],
+            input_shape=list(rows), channel_multiplier=0, bias=True, residual=True,
+            relu=True, primfunc_name_hint="kgs_conv3d",
+            primfunc_attrs=kgs_conv3d_attrs(flat, 8)))
+        return bb.emit(relax.op.reshape(call, list(ROWS_SHAPE)))
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(ROWS_SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(expected(bb, x))
+        bb.emit_func_output(out)
+    tvm.ir.assert_structural_equal(after, bb.get())
+
+    xs = rng.standard_normal(ROWS_SHAPE).astype(np.float32)
+    f = torch.nn.functional
+    t = torch.from_numpy(xs)
+    ref = f.relu(f.conv3d(t, torch.from_numpy(w), torch.from_numpy(b)) + t).numpy()
+    assert_close_rel(run_vm(before, xs), ref, 1e-5)

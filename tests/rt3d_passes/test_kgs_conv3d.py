@@ -249,3 +249,22 @@ def test_partial_group_cropped_in_the_write_back(rng):
                                             np.zeros(geo.output_shape(13), np.float32))]
     ex["main"](*args)
     assert_close_rel(args[-1].numpy(), conv3d_reference(x, w, padding=(0, 1, 1)), 1e-5)
+
+
+@pytest.mark.parametrize("shape,kernel,padding,rows", [
+    ((1, 48, 13, 20, 20), (1, 1, 1), (0, 0, 0), (1, 48, 1, 65, 80)),   # X3D-S's 20x20 maps
+    ((2, 8, 4, 10, 10), (1, 1, 1), (0, 0, 0), (2, 8, 1, 5, 80)),      # X3D-XS's 10x10
+    ((1, 8, 13, 10, 10), (1, 1, 1), (0, 0, 0), None),   # 1300 positions: 16 does not divide
+    ((1, 8, 4, 16, 16), (1, 1, 1), (0, 0, 0), None),    # W a multiple of 8 already
+    ((1, 8, 4, 20, 20), (1, 1, 1), (0, 1, 1), None),    # padded: not a plain GEMM
+    ((1, 8, 4, 20, 20), (3, 1, 1), (1, 0, 0), None),    # not pointwise
+])
+def test_pointwise_rows(shape, kernel, padding, rows):
+    """Pointwise convs on maps whose W is not vector-friendly run on rows of whole vectors
+    (a multiple of 16 positions, at most 128, dividing D * H * W)."""
+    from rt3d_passes.op import pointwise_rows
+
+    found = pointwise_rows(Conv3DGeometry(shape, kernel, padding=padding))
+    assert found == rows
+    if rows is not None:
+        assert rows[3] * rows[4] == np.prod(shape[2:]) and rows[4] % 16 == 0 and rows[4] <= 128
