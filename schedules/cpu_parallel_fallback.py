@@ -181,6 +181,33 @@ def _vectorize_reduction(sch: s_tir.Schedule, info) -> list[str]:
     return placed
 
 
+#: an elementwise block whose rows are shorter than this runs whole planes per task
+_SHORT_ROW = 16
+#: parallel tasks an elementwise block keeps when its planes go inside them
+_MIN_TASKS = 16
+
+
+def _rows_inside(sch: s_tir.Schedule, lead: list) -> list | None:
+    """For an elementwise block with short rows (X3D's 10x10 and 5x5 maps): the leading loops
+    to run in parallel (the fewest whose product reaches :data:`_MIN_TASKS`: batch and
+    channels), the loops inside them fused into one long loop that LLVM vectorizes. Left as
+    rows of 5 or 10, every task a partial vector, X3D-S's SE-scale + Swish chain ran 3-4x
+    slower than PyTorch; planes per task, interleaved: 216 x 13x10x10 0.414 -> 0.054 ms,
+    432 x 13x5x5 0.130 -> 0.035 (PyTorch 0.138, 0.067). The fused index's ``//`` / ``%``
+    simplify back to the flat offset. None when the rows are long enough or the loops are
+    symbolic."""
+    extents = [sch.get(loop).extent for loop in lead]
+    if len(lead) < 3 or not all(isinstance(e, tirx.IntImm) for e in extents) \
+            or extents[-1].value >= _SHORT_ROW:
+        return None
+    tasks, k = 1, 0
+    while k < len(lead) - 2 and tasks < _MIN_TASKS:
+        tasks *= extents[k].value
+        k += 1
+    sch.fuse(*lead[k:])
+    return lead[:k]
+
+
 class ParallelFallbackCPU(CPUScheduleRule):
     """dlight rule for CPU targets; None on GPUs, for RT3D's own operator, for functions that
     are not in dlight's normal form, for reductions with symbolic extents (dlight's reduction
@@ -235,6 +262,8 @@ class ParallelFallbackCPU(CPUScheduleRule):
                 len(lead) == len(info.iters) or len(info.iters) == 1
                 or (isinstance(inner, tirx.IntImm) and inner.value >= 8))
             outer = lead[:-1] if keep else lead
+            if keep and len(lead) == len(info.iters):
+                outer = _rows_inside(sch, lead) or outer
             if not outer:
                 continue
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])

@@ -121,3 +121,35 @@ def test_global_mean_keeps_partial_sums_in_registers(rng, shape, lanes):
     ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs)).numpy()
     assert_close_rel(out, xs.mean(axis=(2, 3, 4), keepdims=True), 1e-6)
+
+
+def test_short_rows_run_whole_planes_per_task(rng):
+    """An elementwise chain on 5x5 maps runs one task per (batch, channel) over the whole
+    D x H x W plane fused into one loop (rows of 5 per task were partial vectors)."""
+    shape = (1, 32, 4, 5, 5)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    s = relax.Var("s", relax.TensorType((1, 32, 1, 1, 1), "float32"))
+    with bb.function("main", [x, s]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.multiply(x, bb.emit(relax.op.sigmoid(s))))
+            out = bb.emit_output(relax.op.multiply(y, bb.emit(relax.op.sigmoid(y))))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    target = rt3d_passes.host_target()
+    with target:
+        lowered = relax.get_pipeline("rt3d", target=target)(mod)
+    (func,) = [f for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)
+               and f.script().count("T.parallel") and "T_multiply" in f.script()]
+    sch = tvm.s_tir.Schedule(func)
+    loops = [(sch.get(loop).kind, int(sch.get(loop).extent))
+             for block in sch.get_child_blocks(sch.get_sblock("root"))
+             for loop in sch.get_loops(block)]
+    assert (tvm.tirx.ForKind.PARALLEL, 32) in loops and (tvm.tirx.ForKind.SERIAL, 100) in loops
+    xs = rng.standard_normal(shape).astype(np.float32)
+    ss = rng.standard_normal((1, 32, 1, 1, 1)).astype(np.float32)
+    ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(xs),
+                                                       tvm.runtime.tensor(ss)).numpy()
+    yt = torch.from_numpy(xs) * torch.sigmoid(torch.from_numpy(ss))
+    assert_close_rel(out, (yt * torch.sigmoid(yt)).numpy(), 1e-6)
