@@ -181,29 +181,37 @@ def _vectorize_reduction(sch: s_tir.Schedule, info) -> list[str]:
     return placed
 
 
-#: an elementwise block whose rows are shorter than this runs whole planes per task
-_SHORT_ROW = 16
 #: parallel tasks an elementwise block keeps when its planes go inside them
 _MIN_TASKS = 16
 
 
-def _rows_inside(sch: s_tir.Schedule, lead: list) -> list | None:
-    """For an elementwise block with short rows (X3D's 10x10 and 5x5 maps): the leading loops
-    to run in parallel (the fewest whose product reaches :data:`_MIN_TASKS`: batch and
-    channels), the loops inside them fused into one long loop that LLVM vectorizes. Left as
-    rows of 5 or 10, every task a partial vector, X3D-S's SE-scale + Swish chain ran 3-4x
-    slower than PyTorch; planes per task, interleaved: 216 x 13x10x10 0.414 -> 0.054 ms,
-    432 x 13x5x5 0.130 -> 0.035 (PyTorch 0.138, 0.067). The fused index's ``//`` / ``%``
-    simplify back to the flat offset. None when the rows are long enough or the loops are
-    symbolic."""
+def _planes_inside(sch: s_tir.Schedule, block, lead: list) -> list | None:
+    """For an elementwise block (every buffer it reads has its loops' extents over the trailing
+    axes, or 1 there: a per-channel broadcast): the leading loops to run in parallel (the
+    fewest whose product reaches :data:`_MIN_TASKS`: batch and channels), the loops inside
+    them fused into one long loop that LLVM vectorizes, whose ``//`` / ``%`` simplify back
+    to the flat offset. One task per row instead (the innermost loop serial, the others
+    fused into the parallel loop) gave partial vectors on short rows and a division per row:
+    X3D-S's SE-scale + Swish chain, interleaved, rows -> planes: 432 x 13x5x5 0.130 ->
+    0.035 ms, 216 x 13x10x10 0.414 -> 0.054, 108 x 13x20x20 0.512 -> 0.114, 54 x 13x40x40
+    0.632 -> 0.214, 24 x 13x80x80 0.453 -> 0.396 (PyTorch 0.067, 0.138, 0.212, 0.414,
+    0.693). None for a block reading a strided or transposed view (fused, its index would
+    divide per element), and when the loops are symbolic."""
     extents = [sch.get(loop).extent for loop in lead]
-    if len(lead) < 3 or not all(isinstance(e, tirx.IntImm) for e in extents) \
-            or extents[-1].value >= _SHORT_ROW:
+    if len(lead) < 3 or not all(isinstance(e, tirx.IntImm) for e in extents):
         return None
     tasks, k = 1, 0
     while k < len(lead) - 2 and tasks < _MIN_TASKS:
         tasks *= extents[k].value
         k += 1
+    inner = [e.value for e in extents[k:]]
+    for region in sch.get(block).reads:
+        shape = list(region.source.shape)
+        if len(shape) < len(inner):
+            return None
+        tail = [int(v) if isinstance(v, tirx.IntImm) else None for v in shape[-len(inner):]]
+        if tail != inner and any(v != 1 for v in tail):
+            return None
     sch.fuse(*lead[k:])
     return lead[:k]
 
@@ -263,7 +271,7 @@ class ParallelFallbackCPU(CPUScheduleRule):
                 or (isinstance(inner, tirx.IntImm) and inner.value >= 8))
             outer = lead[:-1] if keep else lead
             if keep and len(lead) == len(info.iters):
-                outer = _rows_inside(sch, lead) or outer
+                outer = _planes_inside(sch, info.block_rv, lead) or outer
             if not outer:
                 continue
             sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])

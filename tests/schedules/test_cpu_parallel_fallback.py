@@ -123,9 +123,9 @@ def test_global_mean_keeps_partial_sums_in_registers(rng, shape, lanes):
     assert_close_rel(out, xs.mean(axis=(2, 3, 4), keepdims=True), 1e-6)
 
 
-def test_short_rows_run_whole_planes_per_task(rng):
-    """An elementwise chain on 5x5 maps runs one task per (batch, channel) over the whole
-    D x H x W plane fused into one loop (rows of 5 per task were partial vectors)."""
+def test_elementwise_chain_runs_whole_planes_per_task(rng):
+    """An elementwise chain (here on 5x5 maps) runs one task per (batch, channel) over the
+    whole D x H x W plane fused into one loop (rows of 5 per task were partial vectors)."""
     shape = (1, 32, 4, 5, 5)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(shape, "float32"))
@@ -153,3 +153,16 @@ def test_short_rows_run_whole_planes_per_task(rng):
                                                        tvm.runtime.tensor(ss)).numpy()
     yt = torch.from_numpy(xs) * torch.sigmoid(torch.from_numpy(ss))
     assert_close_rel(out, (yt * torch.sigmoid(yt)).numpy(), 1e-6)
+
+
+def test_strided_view_keeps_row_tasks():
+    """A block reading a strided view (ResNet's downsampling slice) keeps one task per row:
+    fused over the plane its index would divide per element."""
+    a = te.placeholder((1, 32, 4, 10, 10), name="a")
+    b = te.compute((1, 32, 2, 5, 5), lambda n, c, d, h, w: a[n, c, 2 * d, 2 * h, 2 * w] * 2,
+                   name="b")
+    sch = tvm.s_tir.Schedule(schedules.ParallelFallbackCPU().apply(
+        te.create_prim_func([a, b]), rt3d_passes.host_target(), False).mod)
+    loops = sch.get_loops(sch.get_sblock("b"))
+    assert sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL
+    assert [int(sch.get(lp).extent) for lp in loops] == [320, 5]
