@@ -16,10 +16,10 @@ from tests.conftest import assert_close_rel, run_vm
 X_SHAPE = (1, 16, 4, 8, 8)
 
 
-def _main(build) -> tvm.IRModule:
+def _main(build, shape=X_SHAPE) -> tvm.IRModule:
     """``main(x)``: one dataflow block whose output is ``build(bb, x)`` (an emitted var)."""
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(X_SHAPE, "float32"))
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             out = bb.emit_output(build(bb, x))
@@ -197,20 +197,14 @@ def test_swish_whose_input_is_read_elsewhere_is_not_fused(rng):
 ROWS_SHAPE = (1, 16, 4, 6, 20)  # W = 20: no multiple of 8; 480 positions = 5 rows of 96
 
 
-def _pointwise_block(rng, w, b):
+def _pointwise_block(w, b):
     """relu(conv1x1x1(x) + b + x) on maps whose W is not vector-friendly."""
 
     def build(bb, x):
         h = bb.emit(relax.op.nn.conv3d(x, relax.const(w)))
         return bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(_bias_add(bb, h, b, False), x))))
 
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(ROWS_SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(build(bb, x))
-        bb.emit_func_output(out)
-    return bb.get()
+    return _main(build, ROWS_SHAPE)
 
 
 def test_pointwise_rows_view_is_looked_through(rng):
@@ -221,7 +215,7 @@ def test_pointwise_rows_view_is_looked_through(rng):
 
     w = structured_weight((16, 16, 1, 1, 1), "kgs", 0.5, (8, 4), rng)
     b = rng.standard_normal(16).astype(np.float32)
-    before = _pointwise_block(rng, w, b)
+    before = _pointwise_block(w, b)
     after = _rewrite_and_fuse(before)
     assert relax.analysis.check_well_formed(after)
 
@@ -243,13 +237,7 @@ def test_pointwise_rows_view_is_looked_through(rng):
             primfunc_attrs=kgs_conv3d_attrs(flat, 8)))
         return bb.emit(relax.op.reshape(call, list(ROWS_SHAPE)))
 
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(ROWS_SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(expected(bb, x))
-        bb.emit_func_output(out)
-    tvm.ir.assert_structural_equal(after, bb.get())
+    tvm.ir.assert_structural_equal(after, _main(expected, ROWS_SHAPE))
 
     xs = rng.standard_normal(ROWS_SHAPE).astype(np.float32)
     f = torch.nn.functional
