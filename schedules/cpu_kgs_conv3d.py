@@ -14,7 +14,9 @@ the whole reduction, and per kept column loads one index. Two vector axes, a str
   store is a transpose. Needed when W is strided (the input row is not contiguous).
 
 and two loop orders (rows outside groups, or groups outside rows; see
-:func:`rows_outer_default`).
+:func:`rows_outer_default`). A partial last output group is cropped by the write-back of the
+register tile; a channel-wise operator with enough channels pads each channel inside the
+task that convolves it (:data:`CHANNEL_TASKS_MIN`).
 
 Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give the default):
 ``R`` and ``Rh`` (the W and H tiles) and the auto-unroll step of the parallel loop.

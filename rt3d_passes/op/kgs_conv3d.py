@@ -34,6 +34,13 @@ offsets hold the phase) and vectorizes along W like a unit-stride conv. Depthwis
 stride 2 (X3D, CSN), whose other vector axis -- a group's channels -- is a single channel, ran
 scalar before (interleaved A/B: X3D-S's 54-channel stride-2 layer 3.0 -> 2.4 ms, its
 216-channel one 0.72 -> 0.33 ms).
+
+A channel-wise (depthwise) layer -- one output channel per group, each reading one input
+channel (:func:`channel_multiplier`) -- keeps its padded copy per channel (``[N, C,
+Dp*Hp*Wp]``) with offsets relative to the channel, so the CPU schedule pads each channel in
+the task that convolves it. A pointwise conv on maps whose W is no multiple of 8 is built on
+rows of whole vectors over its flattened positions (:func:`pointwise_rows`; the rewrite views
+the result back).
 """
 
 from __future__ import annotations
