@@ -211,3 +211,31 @@ def test_whole_model_builds_for_adreno(rng):
     assert {"kgs_conv3d_kernel", "kgs_conv3d_kernel_1", "kgs_conv3d1_kernel",
             "kgs_conv3d1_kernel_1"} <= kernels
     assert "__local" in src
+
+
+@pytest.mark.opencl
+@pytest.mark.skipif(bool(_NO_OPENCL), reason=_NO_OPENCL or "OpenCL available")
+@pytest.mark.parametrize("strides", [(1, 1, 1), (1, 2, 2)], ids=["s1", "s2"])
+@pytest.mark.parametrize("variant", [
+    pytest.param({}, id="default"),
+    pytest.param({"inline_pad": True}, id="inline_pad"),
+])
+def test_pocl_channelwise_matches_torch(rng, strides, variant):
+    """A depthwise layer in the operator's channel-wise form (per-channel padded copy, offsets
+    relative to the channel, clamped) on the Adreno schedule."""
+    from rt3d_passes.op import channel_multiplier
+    from rt3d_passes.transform.analysis import ungroup
+
+    shape, c = (1, 20, 4, 9, 10), 20
+    wg = rng.standard_normal((c, 1, 3, 3, 3)).astype(np.float32)
+    w = ungroup(wg, c)
+    packed = S.compact(w, (1, 1))
+    geo = Conv3DGeometry(shape, (3, 3, 3), strides, (1, 1, 1))
+    assert channel_multiplier(packed, geo) == 1
+    sch = s_tir.Schedule(kgs_conv3d_primfunc(shape, packed, strides, (1, 1, 1)))
+    schedule_kgs_conv3d_adreno(sch, **variant)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = np.full(geo.output_shape(c), np.nan, np.float32)
+    out = opencl_program(sch.mod, ADRENO).run(
+        x, packed.values, column_offsets(packed, geo), y)[-1]
+    assert_close_rel(out, conv3d_reference(x, w, strides, (1, 1, 1)), 1e-5)
