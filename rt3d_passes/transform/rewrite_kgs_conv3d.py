@@ -109,12 +109,12 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         strides = (1, 1, 1)
     geo = Conv3DGeometry(input_shape, weight.shape[2:], strides, report.padding,
                          report.dilation)
-    out_shape = geo.output_shape(weight.shape[0])
     rows = pointwise_rows(geo)
     if rows is not None:
-        # a pointwise conv on maps W is not vector-friendly for: computed on rows of whole
-        # vectors over the flattened positions, then viewed back (FuseKGSConv3DEpilogue
-        # looks through the view)
+        # a pointwise conv on maps whose W fills no whole vectors: computed on rows of whole
+        # vectors over the flattened positions, then viewed back to its output shape
+        # (FuseKGSConv3DEpilogue looks through the view)
+        out_shape = geo.output_shape(weight.shape[0])
         geo = Conv3DGeometry(rows, (1, 1, 1))
     if reads_flat_input(geo):
         # no padding: the operator gathers from a flat view (a reshape, no copy)
