@@ -73,8 +73,10 @@ def _conv_module(x_shape, w: np.ndarray) -> tvm.IRModule:
 
 
 def _build(mod, target, database=None):
+    # the direct kernel on every layer: Winograd (``benchmarks/winograd_bench.py``) would turn
+    # the dense rows into effective G MAC/s and hide the kernel's efficiency against the peak
     pipeline = relax.get_pipeline("rt3d", target=target, include_dense=True,
-                                  min_mac_reduction=1.0, database=database)
+                                  min_mac_reduction=1.0, winograd=False, database=database)
     return relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=pipeline), tvm.cpu())
 
 
@@ -110,7 +112,7 @@ def bench_layer(name, rates, trials, runs, target, work_root, rng, balanced=True
     xt, wt = torch.from_numpy(x_np), torch.from_numpy(w_dense)
     dense_mod = _conv_module(x_shape, w_dense)
     dense_db = _tuned_db(dense_mod, target, Path(work_root) / f"{name}-dense", trials,
-                         RewriteOptions(min_mac_reduction=1.0))
+                         RewriteOptions(min_mac_reduction=1.0, winograd=False))
     dense_vm = _build(dense_mod, target, dense_db)
     fns = {"torch": lambda: torch.nn.functional.conv3d(xt, wt, padding=1),
            "dense": lambda: dense_vm["main"](x)}
@@ -123,7 +125,8 @@ def bench_layer(name, rates, trials, runs, target, work_root, rng, balanced=True
         untuned = _build(mod, target)
         fns[f"untuned{rate}"] = lambda vm=untuned: vm["main"](x)
         if trials and rate > 0:
-            db = _tuned_db(mod, target, Path(work_root) / f"{name}-{rate}", trials)
+            db = _tuned_db(mod, target, Path(work_root) / f"{name}-{rate}", trials,
+                           RewriteOptions(winograd=False))
             tuned = _build(mod, target, db)
             fns[f"tuned{rate}"] = lambda vm=tuned: vm["main"](x)
     with torch.no_grad():

@@ -19,6 +19,7 @@ __all__ = [
     "KGS_GEOMETRY_ATTR",
     "KGS_PADDED_ATTR",
     "KGS_PAD_BLOCK",
+    "KGS_ROW_EXTENT_ATTR",
     "KGS_SCHEDULE_RULE",
     "KGS_STRIDES_ATTR",
     "KGS_W_PHASES_ATTR",
@@ -52,6 +53,10 @@ KGS_W_PHASES_ATTR = "rt3d.w_phases"
 #: channel ``g // k``; its padded copy is then ``[N, C, Dp*Hp*Wp]`` and its offsets are
 #: relative to the channel, so a schedule can pad each channel where it is consumed.
 KGS_CHANNELWISE_ATTR = "rt3d.channel_multiplier"
+#: PrimFunc attribute: the output row length the operator computes, 0 when it is the output's
+#: W. Longer rows (whole vectors along W on CPUs) are cropped by the crop block; their padded
+#: copy then holds one extra zero channel, so the reads past a row stay in bounds.
+KGS_ROW_EXTENT_ATTR = "rt3d.row_extent"
 #: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3),
 #: input shape(5)]``, for passes that rebuild the operator (the epilogue fusion).
 KGS_GEOMETRY_ATTR = "rt3d.geometry"

@@ -62,6 +62,7 @@ __all__ = [
     "depth_rows",
     "is_arm",
     "register_tile",
+    "row_vector_lanes",
     "rows_outer_default",
     "schedule_cpu",
     "schedule_kgs_conv3d_cpu",
@@ -115,6 +116,19 @@ def cpu_config(target: Target | None = None) -> CPUConfig:
     if codegen.target_has_features(["avx512f"], target):
         return AVX512
     return AVX2
+
+def row_vector_lanes(target: Target | None) -> int:
+    """Lanes the KGS operator's output rows should be whole vectors of on ``target``, 0 for
+    rows as they are (``rt3d_passes.op.whole_vector_rows``): 8 on x86 CPUs with AVX2 and no
+    AVX-512, where a part-filled vector along W (C3D's 28- and 14-wide maps give 7 lanes) is
+    assembled from three loads and two shuffles and stored lane by lane, while its
+    accumulators are only 8 (C3D conv3a/conv3b at the paper's preset: 1.26-1.32x faster
+    computing 32-wide rows, interleaved on Zen 3). Measured there only: AVX-512 (whose tiles
+    are 14 and 16 wide), NEON and GPU targets keep their rows."""
+    if target is None or "cpu" not in target.keys or is_arm(target):
+        return 0
+    return AVX2.lanes if cpu_config(target) is AVX2 else 0
+
 
 #: Rows go outside groups when the compacted weights are at most this large. Rows outside
 #: read each input row once for all groups instead of once per group; measured on C3D's

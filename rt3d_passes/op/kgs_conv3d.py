@@ -40,7 +40,9 @@ channel (:func:`channel_multiplier`) -- keeps its padded copy per channel (``[N,
 Dp*Hp*Wp]``) with offsets relative to the channel, so the CPU schedule pads each channel in
 the task that convolves it. A pointwise conv on maps whose W is no multiple of 8 is built on
 rows of whole vectors over its flattened positions (:func:`pointwise_rows`; the rewrite views
-the result back).
+the result back). Other layers whose W is no multiple of the vector can compute longer rows
+of whole vectors and crop them (:func:`whole_vector_rows`; the padded copy then ends with one
+zero channel, so the reads past a row stay in bounds).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from schedules.contract import (
     KGS_GEOMETRY_ATTR,
     KGS_PAD_BLOCK,
     KGS_PADDED_ATTR,
+    KGS_ROW_EXTENT_ATTR,
     KGS_SCHEDULE_RULE,
     KGS_STRIDES_ATTR,
     KGS_W_PHASES_ATTR,
@@ -68,6 +71,7 @@ from ..sparsity import KGSCompact
 
 __all__ = [
     "PAD_OFFSET",
+    "ROW_EXTENT_MAX_WASTE",
     "Conv3DGeometry",
     "channel_multiplier",
     "column_offsets",
@@ -78,6 +82,7 @@ __all__ = [
     "kgs_conv3d_te",
     "pointwise_rows",
     "reads_flat_input",
+    "whole_vector_rows",
 ]
 
 #: Offset of a padding slot (groups shorter than the longest are padded, with zero weights).
@@ -241,6 +246,7 @@ def kgs_conv3d_te(
     dilation: Sequence[int] = (1, 1, 1),
     input_shape: Sequence[int] | None = None,
     channel_multiplier: int = 0,
+    row_extent: int = 0,
 ) -> te.Tensor:
     """TE compute of the KGS sparse conv3d (see the module docstring).
 
@@ -263,6 +269,10 @@ def kgs_conv3d_te(
     channel_multiplier : int
         ``k`` of a channel-wise layer (:func:`channel_multiplier`; its offsets relative to
         the channel), 0 for any other.
+    row_extent : int
+        Output rows computed this long (:func:`whole_vector_rows`, > ``OW``: whole vectors
+        along W) and cropped to ``OW``; the padded copy then gets one extra zero channel, so
+        the reads past a row's end stay in bounds. 0: rows of ``OW``.
 
     Returns
     -------
@@ -296,9 +306,17 @@ def kgs_conv3d_te(
             f"a channel-wise operator (multiplier {channel_multiplier}) needs a padded input "
             f"and one output channel per group for each of the {geo.input_shape[1]} input "
             f"channels; got {g_count} groups of {gm}" + (" reading a flat input" if flat else ""))
+    row_len = max(ow, int(row_extent))
+    if row_len > ow and (flat or channel_multiplier or geo.w_phases > 1):
+        raise ValueError(
+            f"rows of {row_extent} (output W {ow}) need a padded copy read with unit stride "
+            f"along W by a non-channel-wise operator; got "
+            + ("a flat input" if flat else f"channel multiplier {channel_multiplier}"
+               if channel_multiplier else f"{geo.w_phases} W phases"))
     xpad = x if flat else flat_padded_input(x, (dp, hp, wp), geo.padding[:3], KGS_PAD_BLOCK,
                                             w_phases=geo.w_phases,
-                                            per_channel=bool(channel_multiplier))
+                                            per_channel=bool(channel_multiplier),
+                                            extra_channels=int(row_len > ow))
     t = te.reduce_axis((0, t_len), name="t")
     plane, row = hp * wp, wp
     # a channel-wise operator's offsets lie in [0, last_tap]; the clamp below reaches the
@@ -321,13 +339,14 @@ def kgs_conv3d_te(
         return te.sum(values[g, t, m % gm] * xpad[n, offsets[g, t] + base], axis=t)
 
     y = te.compute(
-        (n_batch, g_count * gm, od, oh, ow),
+        (n_batch, g_count * gm, od, oh, row_len),
         _conv,
         name=KGS_CONV3D_BLOCK,
         attrs={"schedule_rule": KGS_SCHEDULE_RULE},
     )
-    if g_count * gm != out_channels:
-        # edge output group: compute whole groups (vector-friendly), then drop the extra rows
+    if g_count * gm != out_channels or row_len != ow:
+        # edge output group, longer rows: compute whole groups and whole vectors, then drop
+        # the extra channels and positions
         y = te.compute(
             (n_batch, out_channels, od, oh, ow),
             lambda n, m, d, h, w: y[n, m, d, h, w],
@@ -338,7 +357,8 @@ def kgs_conv3d_te(
 
 
 def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int],
-                      name: str, w_phases: int = 1, per_channel: bool = False) -> te.Tensor:
+                      name: str, w_phases: int = 1, per_channel: bool = False,
+                      extra_channels: int = 0) -> te.Tensor:
     """``x`` ``[N, C, D, H, W]`` zero-padded to ``padded`` ``(Dp, Hp, Wp)`` (``before``
     elements in front along D, H, W; the rest behind) and flattened per batch element:
     ``[N, C * Dp * Hp * Wp]``, so that every gather of an operator is in bounds and
@@ -346,7 +366,8 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
     ``w_phases > 1``: each row stored split into its phases along W (see the module
     docstring and :meth:`Conv3DGeometry.stored_column`; ``padded[2]`` is then the stored row
     length, a multiple of ``w_phases``, and the columns past the padded row are zeros).
-    ``per_channel``: ``[N, C, Dp * Hp * Wp]`` instead (channel-wise operators)."""
+    ``per_channel``: ``[N, C, Dp * Hp * Wp]`` instead (channel-wise operators).
+    ``extra_channels``: that many zero channels after the input's (reads past the last row)."""
     n_batch, chans, d_in, h_in, w_in = (int(v) for v in x.shape)
     dp, hp, wp = (int(v) for v in padded)
     p_front, p_top, p_left = (int(v) for v in before)
@@ -360,14 +381,15 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
         hh = f // wp % hp - p_top
         q = f % wp
         ww = (q % phase_len * w_phases + q // phase_len if w_phases > 1 else q) - p_left
-        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in)
+        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in,
+                          *([c < chans] if extra_channels else []))
         return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
 
     if per_channel:
         return te.compute((n_batch, chans, dp * hp * wp),
                           lambda n, c, f: _pad(n, c * (dp * hp * wp) + f), name=name,
                           attrs={"schedule_rule": NO_SCHEDULE_RULE})
-    return te.compute((n_batch, chans * dp * hp * wp), _pad, name=name,
+    return te.compute((n_batch, (chans + extra_channels) * dp * hp * wp), _pad, name=name,
                       attrs={"schedule_rule": NO_SCHEDULE_RULE})
 
 
@@ -391,6 +413,32 @@ def pointwise_rows(geometry: Conv3DGeometry) -> tuple[int, ...] | None:
     return (n, c, 1, positions // row, row)
 
 
+#: Longest over-computation :func:`whole_vector_rows` accepts, as a fraction ``(num, den)``:
+#: a row of ``OW`` positions computed as whole vectors wastes no more lanes than a part-filled
+#: vector does (28 -> 32, 14 -> 16).
+ROW_EXTENT_MAX_WASTE = (8, 7)
+
+
+def whole_vector_rows(geometry: Conv3DGeometry, lanes: int) -> int:
+    """The output row length to compute so that rows are whole vectors of ``lanes``, or 0.
+
+    A row of ``OW`` positions, no multiple of ``lanes``, is computed ``ceil(OW / lanes)``
+    vectors long and cropped: a part-filled vector is assembled from several loads and
+    shuffles and stored lane by lane (C3D's 28- and 14-wide maps give 7-lane vectors on AVX2).
+    Only for rows longer than one vector, at most :data:`ROW_EXTENT_MAX_WASTE` longer, of a
+    padded copy read with unit stride along W (not channel-wise). AVX2, interleaved, 2
+    threads: C3D conv3a at 80% KGS 31.9 -> 24.1 ms, conv3b at 85% 54.4 -> 43.2, conv4b at 80%
+    38.7 -> 35.7; conv5a (7 -> 8) 3.73 -> 3.95, hence longer than one vector only.
+    """
+    ow = geometry.output_spatial[2]
+    extent = -(-ow // lanes) * lanes if lanes > 0 else ow
+    num, den = ROW_EXTENT_MAX_WASTE
+    if (lanes <= 0 or ow <= lanes or extent == ow or extent * den > num * ow
+            or reads_flat_input(geometry) or geometry.w_phases > 1):
+        return 0
+    return extent
+
+
 def reads_flat_input(geometry: Conv3DGeometry) -> bool:
     """Whether the operator reads the input as a flat view (no padding, so no padded copy)."""
     return not any(geometry.padding)
@@ -404,15 +452,19 @@ def geometry_kwargs(attrs) -> dict:
                   input_shape=geo[15:20])
     if KGS_CHANNELWISE_ATTR in attrs:  # a KGS operator (the Winograd one has no such form)
         kwargs["channel_multiplier"] = int(attrs[KGS_CHANNELWISE_ATTR])
+        kwargs["row_extent"] = (int(attrs[KGS_ROW_EXTENT_ATTR])
+                                if KGS_ROW_EXTENT_ATTR in attrs else 0)
     return kwargs
 
 
-def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int, multiplier: int = 0) -> dict:
+def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int, multiplier: int = 0,
+                     row_extent: int = 0) -> dict:
     """The PrimFunc attributes that mark the operator and give schedules its geometry
-    (``multiplier``: :func:`channel_multiplier`)."""
+    (``multiplier``: :func:`channel_multiplier`; ``row_extent``: :func:`whole_vector_rows`)."""
     return {
         KGS_CONV3D_ATTR: int(group_m),
         KGS_CHANNELWISE_ATTR: int(multiplier),
+        KGS_ROW_EXTENT_ATTR: int(row_extent),
         KGS_PADDED_ATTR: [int(v) for v in geometry.stored_spatial],
         KGS_STRIDES_ATTR: [int(v) for v in geometry.strides],
         KGS_W_PHASES_ATTR: int(geometry.w_phases),
@@ -431,11 +483,12 @@ def kgs_conv3d_primfunc(
     padding: Sequence[int] = (0, 0, 0),
     dilation: Sequence[int] = (1, 1, 1),
     dtype: str = "float32",
+    row_extent: int = 0,
 ) -> tirx.PrimFunc:
     """A standalone PrimFunc ``main(x, values, offsets, y)`` for one layer.
 
     Used by tests, benchmarks and tuning; the Relax pass builds the same function through
-    ``BlockBuilder.call_te``.
+    ``BlockBuilder.call_te`` (``row_extent``: see :func:`kgs_conv3d_te`).
     """
     geo = Conv3DGeometry(input_shape, packed.weight_shape[2:], strides, padding, dilation)
     x = te.placeholder(geo.input_shape, dtype, name="x")
@@ -443,7 +496,8 @@ def kgs_conv3d_primfunc(
     offsets = te.placeholder(packed.values.shape[:2], "int32", name="offsets")
     multiplier = channel_multiplier(packed, geo)
     y = kgs_conv3d_te(x, values, offsets, packed.weight_shape[0], geo.kernel, geo.strides,
-                      geo.padding, geo.dilation, channel_multiplier=multiplier)
+                      geo.padding, geo.dilation, channel_multiplier=multiplier,
+                      row_extent=row_extent)
     func = te.create_prim_func([x, values, offsets, y])
     return func.with_attrs({"global_symbol": "main",
-                            **kgs_conv3d_attrs(geo, packed.group[0], multiplier)})
+                            **kgs_conv3d_attrs(geo, packed.group[0], multiplier, row_extent)})

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import tvm
 from tvm import IRModule, relax
+from tvm.target import Target
 
 from schedules.contract import KGS_CONV3D_BLOCK
+from schedules.cpu_kgs_conv3d import row_vector_lanes
 
 from ..op.kgs_conv3d import (
     Conv3DGeometry,
@@ -17,6 +19,7 @@ from ..op.kgs_conv3d import (
     kgs_conv3d_te,
     pointwise_rows,
     reads_flat_input,
+    whole_vector_rows,
 )
 from ..sparsity import compact
 from .analysis import (
@@ -120,6 +123,10 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         # no padding: the operator gathers from a flat view (a reshape, no copy)
         data = bb.emit(relax.op.reshape(data, [input_shape[0], geo.padded_size]))
     multiplier = channel_multiplier(packed, geo)
+    # rows of whole vectors along W where the target wants them (the pipeline and tuning's
+    # task extraction both rewrite inside the target's scope)
+    extent = 0 if multiplier else whole_vector_rows(
+        geo, row_vector_lanes(Target.current(allow_none=True)))
     call = bb.call_te(
         kgs_conv3d_te,
         data,
@@ -132,8 +139,9 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         geo.dilation,
         geo.input_shape,
         multiplier,
+        extent,
         primfunc_name_hint=KGS_CONV3D_BLOCK,
-        primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0], multiplier),
+        primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0], multiplier, extent),
     )
     if rows is None:
         return call

@@ -268,3 +268,81 @@ def test_pointwise_rows(shape, kernel, padding, rows):
     assert found == rows
     if rows is not None:
         assert rows[3] * rows[4] == np.prod(shape[2:]) and rows[4] % 16 == 0 and rows[4] <= 128
+
+
+@pytest.mark.parametrize("shape,kernel,strides,padding,lanes,extent", [
+    ((1, 8, 4, 28, 28), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 32),    # C3D conv3: 7 lanes -> 8
+    ((1, 8, 2, 14, 14), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 16),    # C3D conv4
+    ((1, 8, 2, 14, 14), (3, 3, 3), (1, 1, 1), (1, 1, 1), 4, 16),    # 4 lanes: 16 / 14 = 8/7
+    ((1, 8, 2, 10, 10), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),     # 16 / 10 wastes too much
+    ((1, 8, 2, 56, 56), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),     # whole vectors already
+    ((1, 8, 2, 7, 7), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),       # one vector: conv5's "m"
+    ((1, 8, 2, 20, 20), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),     # 24 / 20 wastes too much
+    ((1, 8, 2, 28, 28), (1, 1, 1), (1, 1, 1), (0, 0, 0), 8, 0),     # no padded copy
+    ((1, 8, 2, 56, 56), (1, 3, 3), (1, 2, 2), (0, 1, 1), 8, 0),     # W phases (stride 2)
+    ((1, 8, 4, 28, 28), (3, 3, 3), (1, 1, 1), (1, 1, 1), 0, 0),     # target keeps its rows
+])
+def test_whole_vector_rows(shape, kernel, strides, padding, lanes, extent):
+    """Rows are computed as whole vectors only where that over-computes at most 8/7 of the
+    row, the row is longer than one vector, and a unit-stride padded copy is read."""
+    from rt3d_passes.op import whole_vector_rows
+
+    geo = Conv3DGeometry(shape, kernel, strides, padding)
+    assert whole_vector_rows(geo, lanes) == extent
+
+
+@pytest.mark.parametrize("scheme,rate,m", [("kgs", 0.0, 16), ("kgs", 0.7, 13),
+                                           ("vanilla", 0.5, 16)])
+def test_whole_vector_rows_match_torch(rng, scheme, rate, m):
+    """Rows computed 16 wide and cropped to 14 (and a partial output group cropped in the
+    same write-back): the padded copy's extra zero channel keeps every read in bounds and
+    the output equals PyTorch's; every output element is written (NaN-filled buffer)."""
+    in_shape = (2, 12, 3, 14, 14)
+    w = structured_weight((m, 12, 3, 3, 3), scheme, rate, (8, 4), rng)
+    if not w.any():
+        w[0, 0, 1, 1, 1] = 1.0
+    packed = S.compact(w, (8, 4))
+    geo = Conv3DGeometry(in_shape, (3, 3, 3), padding=(1, 1, 1))
+    func = kgs_conv3d_primfunc(in_shape, packed, padding=(1, 1, 1), row_extent=16)
+    pad = next(b for b in func.body.block.alloc_buffers if b.name == "kgs_pad")
+    assert int(pad.shape[1]) == 13 * 5 * 16 * 16  # 12 channels and a zero one, 5x16x16 each
+    sch = s_tir.Schedule(func)
+    schedules.schedule_kgs_conv3d_cpu(sch)
+    # the crop runs in the register tile's write-back (no second pass over the output)
+    crop_outer = sch.get_loops(sch.get_sblock("kgs_crop"))[0]
+    assert sch.get(crop_outer).same_as(
+        sch.get(sch.get_loops(sch.get_sblock("kgs_conv3d_update"))[0]))
+    ex = tvm.compile(sch.mod, target=host_target())
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),
+                                            np.full(geo.output_shape(m), np.nan, np.float32))]
+    ex["main"](*args)
+    assert_close_rel(args[-1].numpy(), conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
+
+
+def test_whole_vector_rows_need_a_unit_stride_copy(rng):
+    """Longer rows read past a row's end: only a padded copy read with unit stride along W
+    by a non-channel-wise operator (its copy gets the extra zero channel) allows that; a flat
+    input, W phases or a channel-wise operator are errors."""
+    from tvm import te
+
+    from rt3d_passes.op import kgs_conv3d_te
+
+    in_shape = (1, 8, 3, 14, 14)
+    packed = S.compact(structured_weight((8, 8, 3, 3, 3), "kgs", 0.0, (8, 4), rng), (8, 4))
+    with pytest.raises(ValueError, match="W phases"):
+        kgs_conv3d_primfunc(in_shape, packed, (1, 1, 2), (1, 1, 1), row_extent=16)
+    depthwise = S.compact(structured_weight((8, 1, 3, 3, 3), "dense", 0.0, (1, 1), rng), (1, 1))
+    values = te.placeholder(depthwise.values.shape, "float32", name="values")
+    offsets = te.placeholder(depthwise.values.shape[:2], "int32", name="offsets")
+    x = te.placeholder(in_shape, "float32", name="x")
+    with pytest.raises(ValueError, match="channel multiplier 1"):
+        kgs_conv3d_te(x, values, offsets, 8, (3, 3, 3), padding=(1, 1, 1),
+                      channel_multiplier=1, row_extent=16)
+    flat = te.placeholder((1, 8 * 3 * 14 * 14), "float32", name="x")
+    dense = S.compact(structured_weight((8, 8, 1, 1, 1), "kgs", 0.0, (8, 4), rng), (8, 4))
+    values = te.placeholder(dense.values.shape, "float32", name="values")
+    offsets = te.placeholder(dense.values.shape[:2], "int32", name="offsets")
+    with pytest.raises(ValueError, match="flat input"):
+        kgs_conv3d_te(flat, values, offsets, 8, (1, 1, 1), input_shape=in_shape,
+                      row_extent=16)

@@ -259,3 +259,65 @@ def test_unpadded_conv_reads_a_flat_view(rng):
     assert rewritten["main"].script().count("R.reshape") >= 2
     with torch.no_grad():
         assert_close_rel(run_vm(mod, x), net(x).numpy(), 1e-5)
+
+
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
+
+
+@pytest.mark.parametrize("target,extent", [
+    (AVX2, 16),
+    (tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}), 0),         # AVX-512: unmeasured
+    (tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}), 0),
+    (None, 0),
+])
+def test_rows_of_whole_vectors_on_avx2_targets(rng, target, extent):
+    """Inside an AVX2 target's scope, a conv whose 14-wide rows are no whole vectors becomes
+    the operator computing 16-wide rows (``op.whole_vector_rows``), cropped; other targets,
+    and a rewrite outside any target, keep the rows."""
+    w = structured_weight((16, 16, 3, 3, 3), "kgs", 0.5, (8, 4), rng)
+    x_shape = (1, 16, 4, 14, 14)
+    before = _before([w], x_shape)
+    if target is None:
+        after = rt3d_passes.RewriteKGSConv3D(group=(8, 4))(before)
+    else:
+        with target:
+            after = rt3d_passes.RewriteKGSConv3D(group=(8, 4))(before)
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            packed = S.compact(w, (8, 4))
+            geo = Conv3DGeometry(x_shape, w.shape[2:], padding=(1, 1, 1))
+            h = bb.emit(bb.call_te(
+                kgs_conv3d_te, x, relax.const(packed.values),
+                relax.const(column_offsets(packed, geo)), 16, w.shape[2:], (1, 1, 1),
+                geo.padding, (1, 1, 1), geo.input_shape, 0, extent,
+                primfunc_name_hint="kgs_conv3d",
+                primfunc_attrs=kgs_conv3d_attrs(geo, 8, 0, extent)))
+            out = bb.emit_output(bb.emit(relax.op.nn.relu(h)))
+        bb.emit_func_output(out)
+    tvm.ir.assert_structural_equal(after, bb.get())
+
+
+def test_rows_of_whole_vectors_numeric_through_the_pipeline(rng):
+    """Two layers on 14x14 maps (13 output channels: a partial group too) compiled for an
+    AVX2 target by the ``rt3d`` pipeline: 16-wide rows, cropped in the write-back with the
+    fused ReLU, equal PyTorch's."""
+    ws = [structured_weight((13, 16, 3, 3, 3), "kgs", 0.6, (8, 4), rng),
+          structured_weight((16, 13, 3, 3, 3), "kgs", 0.0, (8, 4), rng)]
+    ws[0][0, 0, 1, 1, 1] = 1.0
+    x_shape = (1, 16, 4, 14, 14)
+    mod = _before(ws, x_shape)
+    with AVX2:
+        rewritten = rt3d_passes.RewriteKGSConv3D()(mod)
+    extents = [int(f.attrs["rt3d.row_extent"]) for f in rewritten.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc)]
+    assert extents == [16, 16]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    ex = tvm.compile(mod, AVX2, relax_pipeline=relax.get_pipeline("rt3d", target=AVX2))
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    ref = x
+    for w in ws:
+        ref = np.maximum(conv3d_reference(ref, w, padding=(1, 1, 1)), 0)
+    assert_close_rel(out, ref, 1e-5)
