@@ -37,10 +37,14 @@ def environment_info() -> dict[str, Any]:
     import numpy
     import tvm
 
+    from rt3d_passes.target import codegen_cpu
+
+    system_cpu = tvm.target.codegen.llvm_get_system_cpu()
     info = {
         "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
-        "llvm_mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+        "llvm_mcpu": system_cpu,
+        "codegen_mcpu": codegen_cpu(system_cpu),
         "python": platform.python_version(),
         "tvm": tvm.__version__,
         "numpy": numpy.__version__,

@@ -79,3 +79,27 @@ def test_from_torch_keep_params_then_bind(pruned_model, rng):
     assert [r.scheme for r in reports] == ["dense", "kgs", "kgs"]
     info = S.classify(pruned_model.conv2.weight.detach().numpy())
     assert reports[1].kept_macs == info.kept_macs * 4 * 4 * 4  # after the (1, 2, 2) pool
+
+
+@pytest.mark.parametrize("system_cpu", sorted(rt3d_passes.target.CODEGEN_CPU))
+def test_codegen_cpu_keeps_the_vector_instruction_set(system_cpu):
+    """A host CPU compiled with another LLVM model (``target.CODEGEN_CPU``) keeps every
+    vector feature the kernels use (and gains none the host lacks)."""
+    from tvm.target import Target, codegen
+
+    replacement = rt3d_passes.target.codegen_cpu(system_cpu)
+    assert replacement != system_cpu
+    for feature in ("avx", "avx2", "fma", "f16c", "avx512f", "avx512vl"):
+        has = [codegen.target_has_features([feature], Target({"kind": "llvm", "mcpu": cpu}))
+               for cpu in (system_cpu, replacement)]
+        assert has[0] == has[1], f"{feature}: {system_cpu} {has[0]}, {replacement} {has[1]}"
+
+
+def test_host_target_compiles_with_the_codegen_cpu():
+    from tvm.target import codegen
+
+    target = rt3d_passes.host_target(2)
+    system = codegen.llvm_get_system_cpu()
+    assert str(target.attrs["mcpu"]) == rt3d_passes.target.codegen_cpu(system)
+    assert rt3d_passes.target.codegen_cpu("znver4") == "znver4"  # not measured: kept
+    assert int(target.attrs["num-cores"]) == 2
