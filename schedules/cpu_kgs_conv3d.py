@@ -83,15 +83,22 @@ class CPUConfig:
     max_registers : int
         Vector registers the accumulator tile may take (the rest hold the loaded weight /
         input vectors and broadcasts).
+    min_tail : int
+        Fewest lanes a W tile may put in a part-filled vector after whole ones (see
+        :func:`register_tile`); 1 allows any.
     """
 
     name: str
     lanes: int
     max_registers: int
+    min_tail: int = 1
 
 
-#: AVX2: 16 vector registers, 12 for accumulators.
-AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12)
+#: AVX2: 16 vector registers, 12 for accumulators. A W tile of 8 + 2 positions (10-wide: X3D's
+#: 10x10 and 20x20 depthwise maps) ran 3.7x slower on Zen 3 than a 5-wide one (X3D-S's
+#: 432-channel 10x10 depthwise conv: 4.23 -> 1.13 ms; 216 channels on 20x20: 5.43 -> 1.80):
+#: a part-filled vector needs at least half its lanes.
+AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4)
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
 #: registers each, spilling (measured: 10x slower).
@@ -193,13 +200,16 @@ def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:
 
 
 def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,
-                  vector_axis: str) -> tuple[int, int]:
+                  vector_axis: str, min_tail: int = 1) -> tuple[int, int]:
     """The untuned register tile ``(R, Rh)`` within ``max_registers`` vector registers.
 
     Along ``"m"`` each of the ``R * Rh`` accumulators holds ``g_m`` channels (one register
     when ``g_m <= lanes``); along ``"w"`` each of the ``g_m * Rh`` accumulators holds ``R``
     positions (``ceil(R / lanes)`` registers). A long W tile comes first (fewer input cache
     lines per FMA), then rows fill the rest of the budget (fewer weight loads per FMA).
+    Along ``"w"``, a tile longer than one vector whose last vector holds fewer than
+    ``min_tail`` lanes (10 = 8 + 2 with ``min_tail = 4``) is not taken when a shorter one is
+    (:attr:`CPUConfig.min_tail`).
     """
     if vector_axis == "m":
         per_position = -(-gm // lanes)
@@ -213,7 +223,9 @@ def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,
     # registers are preferred unless they lose more than a quarter of the tile (40 -> 8, not
     # 10; 56 stays 14).
     cap = lanes * min(regs_per_row, MAX_W_REGISTERS)
-    best = largest_divisor(ow, cap)
+    fits = [r for r in range(1, cap + 1)
+            if ow % r == 0 and (r <= lanes or r % lanes == 0 or r % lanes >= min_tail)]
+    best = max(fits)
     whole = [r for r in range(lanes, cap + 1, lanes) if ow % r == 0]
     r_w = max(whole) if whole and max(whole) >= 0.75 * best else best
     used = gm * -(-r_w // lanes)
@@ -235,6 +247,7 @@ def schedule_kgs_conv3d_cpu(
     max_registers: int = 12,
     rows_outer: bool | None = None,
     vector_axis: str | None = None,
+    min_tail: int = 1,
 ) -> s_tir.Schedule:
     """Schedule one KGS conv3d PrimFunc (in place) for a CPU.
 
@@ -259,6 +272,8 @@ def schedule_kgs_conv3d_cpu(
     vector_axis : {"w", "m"}, optional
         Vectorize along W or along the group's channels (see the module docstring).
         ``None``: :func:`vector_axis_default`.
+    min_tail : int
+        :attr:`CPUConfig.min_tail` of the target (for the untuned register tile).
 
     Returns
     -------
@@ -275,7 +290,7 @@ def schedule_kgs_conv3d_cpu(
     n, m, d, h, w, t = sch.get_loops(blk)
     g, mi = sch.split(m, [None, gm])
     ow, oh, od = (int(sch.get(loop).extent) for loop in (w, h, d))
-    fixed_tile = register_tile(ow, oh, gm, lanes, max_registers, vector_axis)
+    fixed_tile = register_tile(ow, oh, gm, lanes, max_registers, vector_axis, min_tail)
     per_row = (fixed_tile[0] * -(-gm // lanes) if vector_axis == "m"
                else gm * -(-fixed_tile[0] // lanes))
     fixed_d = depth_rows(od, max_registers // (per_row * fixed_tile[1]))
@@ -350,6 +365,7 @@ def schedule_cpu(sch: s_tir.Schedule, fixed: bool = True, target: Target | None 
     config = cpu_config(target)
     return schedule_kgs_conv3d_cpu(sch, fixed=fixed, lanes=config.lanes,
                                    max_registers=config.max_registers,
+                                   min_tail=config.min_tail,
                                    rows_outer=rows_outer, vector_axis=vector_axis)
 
 
