@@ -55,9 +55,11 @@ from .utils import (
 __all__ = [
     "AVX2",
     "AVX512",
+    "COLUMN_BLOCK_MIN",
     "NEON",
     "CPUConfig",
     "KGSConv3DCPU",
+    "column_block",
     "cpu_config",
     "depth_rows",
     "is_arm",
@@ -86,19 +88,23 @@ class CPUConfig:
     min_tail : int
         Fewest lanes a W tile may put in a part-filled vector after whole ones (see
         :func:`register_tile`); 1 allows any.
+    column_block : int
+        Longest block of columns the column loop is split into when a group has more than
+        :data:`COLUMN_BLOCK_MIN` (see :func:`column_block`); 0: never split.
     """
 
     name: str
     lanes: int
     max_registers: int
     min_tail: int = 1
+    column_block: int = 0
 
 
 #: AVX2: 16 vector registers, 12 for accumulators. A W tile of 8 + 2 positions (10-wide: X3D's
 #: 10x10 and 20x20 depthwise maps) ran 3.7x slower on Zen 3 than a 5-wide one (X3D-S's
 #: 432-channel 10x10 depthwise conv: 4.23 -> 1.13 ms; 216 channels on 20x20: 5.43 -> 1.80):
 #: a part-filled vector needs at least half its lanes.
-AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4)
+AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=216)
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
 #: registers each, spilling (measured: 10x slower).
@@ -135,6 +141,27 @@ def row_vector_lanes(target: Target | None) -> int:
     if target is None or "cpu" not in target.keys or is_arm(target):
         return 0
     return AVX2.lanes if cpu_config(target) is AVX2 else 0
+
+
+#: A group's column loop is blocked (:func:`column_block`) when it has more columns than this:
+#: one sweep of them per W tile then reads more input lines (64 B each) than L2 holds.
+COLUMN_BLOCK_MIN = 4096
+#: Shortest column block worth the accumulators' extra loads and stores.
+COLUMN_BLOCK_SHORTEST = 64
+
+
+def column_block(columns: int, longest: int) -> int:
+    """Columns per block of a group's column loop, or 0 to keep one loop.
+
+    A blocked loop runs each block over every W tile of the row, the row's accumulators in
+    a local buffer, so the input lines a block reads stay in L1 across the tiles. On Zen 3
+    (AVX2), C3D's conv3b dense (6912 columns per group): 26.8 -> 46.5 G MAC/s in 216-column
+    blocks; at 85% KGS (1037 columns) blocks were 1.2-1.8x slower, and conv2 dense (1728)
+    and conv4b at 80% (2765) no faster, hence the threshold :data:`COLUMN_BLOCK_MIN`."""
+    if longest <= 0 or columns <= COLUMN_BLOCK_MIN:
+        return 0
+    block = largest_divisor(columns, longest)
+    return block if block >= COLUMN_BLOCK_SHORTEST else 0
 
 
 #: Rows go outside groups when the compacted weights are at most this large. Rows outside
@@ -248,6 +275,7 @@ def schedule_kgs_conv3d_cpu(
     rows_outer: bool | None = None,
     vector_axis: str | None = None,
     min_tail: int = 1,
+    max_column_block: int = 0,
 ) -> s_tir.Schedule:
     """Schedule one KGS conv3d PrimFunc (in place) for a CPU.
 
@@ -274,6 +302,10 @@ def schedule_kgs_conv3d_cpu(
         ``None``: :func:`vector_axis_default`.
     min_tail : int
         :attr:`CPUConfig.min_tail` of the target (for the untuned register tile).
+    max_column_block : int
+        :attr:`CPUConfig.column_block` of the target: groups with many columns run their
+        column loop in blocks of at most this many (:func:`column_block`; along ``"w"``,
+        one task per group's rows, not channel-wise); 0: one loop.
 
     Returns
     -------
@@ -303,12 +335,23 @@ def schedule_kgs_conv3d_cpu(
     ho, hi = sch.split(h, r_h)
     do, di = sch.split(d, r_d)
     inner = (di, hi, wi, mi) if vector_axis == "m" else (mi, di, hi, wi)
-    if rows_outer:
-        sch.reorder(n, do, ho, g, wo, t, *inner)
-    else:
-        sch.reorder(n, g, do, ho, wo, t, *inner)
     per_channel_pad = (not rows_outer and _channel_multiplier(sch) > 0
                        and int(sch.get(n).extent) * int(sch.get(g).extent) >= CHANNEL_TASKS_MIN)
+    block = 0 if vector_axis == "m" or _channel_multiplier(sch) > 0 else column_block(
+        int(sch.get(t).extent), max_column_block)
+    if block:
+        # blocks of columns outside the W tiles: the accumulators of the group's whole row
+        # live in a local buffer, loaded and stored once per block and W tile
+        to, ti = sch.split(t, [None, block])
+        row = (n, do, ho, g) if rows_outer else (n, g, do, ho)
+        sch.reorder(*row, to, wo, ti, *inner)
+        reduction, write_at = to, row[-1]
+    else:
+        if rows_outer:
+            sch.reorder(n, do, ho, g, wo, t, *inner)
+        else:
+            sch.reorder(n, g, do, ho, wo, t, *inner)
+        reduction, write_at = t, wo
     acc = sch.cache_write(blk, 0, "local")
     if vector_axis == "m":
         # the accumulators' own layout with the vector axis innermost: in the output's
@@ -316,12 +359,12 @@ def schedule_kgs_conv3d_cpu(
         # keeps such a tile in registers only while it is tiny (8 accumulators); at 16 it
         # spilled to memory, 5-10x slower (stems, pointwise and strided convs)
         sch.transform_layout(blk, ("write", 0), lambda n, m, d, h, w: (n, d, h, w, m))
-    sch.reverse_compute_at(acc, wo, preserve_unit_loops=True)
+    sch.reverse_compute_at(acc, write_at, preserve_unit_loops=True)
     for crop in _consumers_named(sch, acc, KGS_CROP_BLOCK):
         # a partial last group: the write-back of the register tile drops its extra rows
         # (a predicate on the last group) instead of a second pass over a whole-group copy
         # of the output (X3D-S's 54-channel pointwise conv: 0.80 -> 0.31 ms)
-        sch.reverse_compute_at(crop, wo, preserve_unit_loops=True)
+        sch.reverse_compute_at(crop, write_at, preserve_unit_loops=True)
         sch.compute_inline(acc)
         acc = crop
     # a fused bias / residual / ReLU epilogue is applied by the write-back of the register tile
@@ -339,7 +382,7 @@ def schedule_kgs_conv3d_cpu(
     sch.vectorize(inner[3])
     for loop in inner[:3]:
         sch.unroll(loop)
-    sch.decompose_reduction(blk, t)
+    sch.decompose_reduction(blk, reduction)
     unroll_knob(sch, outer, fixed)
     # write-back of the accumulator tile: its loops run in the output's order (m, d, h, w),
     # W innermost, a plain vector store when the tile is vectorized along W
@@ -366,6 +409,7 @@ def schedule_cpu(sch: s_tir.Schedule, fixed: bool = True, target: Target | None 
     return schedule_kgs_conv3d_cpu(sch, fixed=fixed, lanes=config.lanes,
                                    max_registers=config.max_registers,
                                    min_tail=config.min_tail,
+                                   max_column_block=config.column_block,
                                    rows_outer=rows_outer, vector_axis=vector_axis)
 
 

@@ -207,3 +207,33 @@ def test_avx2_depthwise_on_ten_wide_maps_matches_torch(rng):
     ref = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(wg), padding=1,
                                      groups=c).numpy()
     assert_close_rel(args[-1].numpy(), ref, 1e-5)
+
+
+@pytest.mark.parametrize("m,row_extent", [(16, 0), (13, 16)])
+def test_column_blocks_match_torch(rng, m, row_extent):
+    """A group with more than COLUMN_BLOCK_MIN columns (160 channels x 27 taps) runs its
+    column loop in blocks outside the W tiles (the row's accumulators in a local buffer),
+    also with a partial last group and 16-wide rows cropped to 14; the output equals
+    PyTorch's and every element is written."""
+    from rt3d_passes.op import Conv3DGeometry, column_offsets
+    from schedules.cpu_kgs_conv3d import COLUMN_BLOCK_MIN, column_block
+    from tests.conftest import assert_close_rel, conv3d_reference
+
+    shape = (1, 160, 2, 4, 14)
+    w = structured_weight((m, 160, 3, 3, 3), "kgs", 0.0, (8, 4), rng)
+    packed = S.compact(w, (8, 4))
+    columns = packed.values.shape[1]
+    assert columns > COLUMN_BLOCK_MIN and column_block(columns, 216) == 216
+    assert column_block(COLUMN_BLOCK_MIN, 216) == 0 and column_block(4099, 216) == 0  # prime
+    geo = Conv3DGeometry(shape, (3, 3, 3), padding=(1, 1, 1))
+    func = kgs_conv3d_primfunc(shape, packed, padding=(1, 1, 1), row_extent=row_extent)
+    sch = schedules.schedule_kgs_conv3d_cpu(s_tir.Schedule(func), max_column_block=216)
+    extents = [int(sch.get(loop).extent)
+               for loop in sch.get_loops(sch.get_sblock("kgs_conv3d_update"))]
+    assert columns // 216 in extents and 216 in extents  # (blocks, columns per block)
+    ex = tvm.compile(sch.mod, target=host_target())
+    x = rng.standard_normal(shape).astype(np.float32)
+    args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),
+                                            np.full(geo.output_shape(m), np.nan, np.float32))]
+    ex["main"](*args)
+    assert_close_rel(args[-1].numpy(), conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
