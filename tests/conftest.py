@@ -36,6 +36,24 @@ def run_vm(mod, x, pipeline=None) -> np.ndarray:
     return relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(np.asarray(x))).numpy()
 
 
+def run_kgs(mod, x: np.ndarray, packed, geometry, out_channels: int, target=None
+            ) -> np.ndarray:
+    """Compile a scheduled standalone KGS PrimFunc (``op.kgs_conv3d_primfunc``) for
+    ``target`` (the host's by default) and run it on ``x``; the output buffer starts as NaN,
+    so an element the kernel never writes shows."""
+    import tvm
+
+    from rt3d_passes.op import column_offsets
+    from rt3d_passes.target import host_target
+
+    ex = tvm.compile(mod, target=target or host_target())
+    args = [tvm.runtime.tensor(a) for a in (
+        x, packed.values, column_offsets(packed, geometry),
+        np.full(geometry.output_shape(out_channels), np.nan, np.float32))]
+    ex["main"](*args)
+    return args[-1].numpy()
+
+
 def assert_close_rel(out: np.ndarray, ref: np.ndarray, rel: float = 1e-5) -> None:
     """max |out - ref| <= rel * max |ref| (and the reference is not trivially zero)."""
     assert out.shape == ref.shape, (out.shape, ref.shape)

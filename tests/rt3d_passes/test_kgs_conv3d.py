@@ -15,7 +15,7 @@ from rt3d_passes.op import (
 from rt3d_passes.target import host_target
 from rt3d_passes.testing import structured_weight
 from schedules.contract import KGS_CONV3D_ATTR
-from tests.conftest import assert_close_rel, conv3d_reference
+from tests.conftest import assert_close_rel, conv3d_reference, run_kgs
 
 # (input NCDHW, M, kernel, strides, padding (3 or 6), dilation, group)
 CASES = {
@@ -312,12 +312,9 @@ def test_whole_vector_rows_match_torch(rng, scheme, rate, m):
     crop_outer = sch.get_loops(sch.get_sblock("kgs_crop"))[0]
     assert sch.get(crop_outer).same_as(
         sch.get(sch.get_loops(sch.get_sblock("kgs_conv3d_update"))[0]))
-    ex = tvm.compile(sch.mod, target=host_target())
     x = rng.standard_normal(in_shape).astype(np.float32)
-    args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),
-                                            np.full(geo.output_shape(m), np.nan, np.float32))]
-    ex["main"](*args)
-    assert_close_rel(args[-1].numpy(), conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
+    out = run_kgs(sch.mod, x, packed, geo, m)
+    assert_close_rel(out, conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
 
 
 def test_whole_vector_rows_need_a_unit_stride_copy(rng):

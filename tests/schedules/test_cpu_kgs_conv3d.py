@@ -183,10 +183,10 @@ def test_avx2_w_tile_keeps_half_a_vector_at_least(rng):
 
 def test_avx2_depthwise_on_ten_wide_maps_matches_torch(rng):
     """The AVX2 default schedule of a channel-wise layer on 10x10 maps (5-wide W tiles)."""
-    from rt3d_passes.op import Conv3DGeometry, column_offsets
+    from rt3d_passes.op import Conv3DGeometry
     from rt3d_passes.transform.analysis import ungroup
     from schedules.cpu_kgs_conv3d import schedule_cpu
-    from tests.conftest import assert_close_rel
+    from tests.conftest import assert_close_rel, run_kgs
 
     shape, c = (1, 24, 3, 10, 10), 24
     wg = rng.standard_normal((c, 1, 3, 3, 3)).astype(np.float32)
@@ -197,16 +197,12 @@ def test_avx2_depthwise_on_ten_wide_maps_matches_torch(rng):
                        target=target)
     wi = sch.get_loops(sch.get_sblock("kgs_conv3d_update"))[-1]
     assert int(sch.get(wi).extent) == 5
-    ex = tvm.compile(sch.mod, target=target)
     x = rng.standard_normal(shape).astype(np.float32)
-    args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),
-                                            np.full(geo.output_shape(c), np.nan, np.float32))]
-    ex["main"](*args)
     import torch
 
     ref = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(wg), padding=1,
                                      groups=c).numpy()
-    assert_close_rel(args[-1].numpy(), ref, 1e-5)
+    assert_close_rel(run_kgs(sch.mod, x, packed, geo, c, target), ref, 1e-5)
 
 
 @pytest.mark.parametrize("m,row_extent", [(16, 0), (13, 16)])
@@ -215,9 +211,9 @@ def test_column_blocks_match_torch(rng, m, row_extent):
     column loop in blocks outside the W tiles (the row's accumulators in a local buffer),
     also with a partial last group and 16-wide rows cropped to 14; the output equals
     PyTorch's and every element is written."""
-    from rt3d_passes.op import Conv3DGeometry, column_offsets
+    from rt3d_passes.op import Conv3DGeometry
     from schedules.cpu_kgs_conv3d import COLUMN_BLOCK_MIN, column_block
-    from tests.conftest import assert_close_rel, conv3d_reference
+    from tests.conftest import assert_close_rel, conv3d_reference, run_kgs
 
     shape = (1, 160, 2, 4, 14)
     w = structured_weight((m, 160, 3, 3, 3), "kgs", 0.0, (8, 4), rng)
@@ -231,9 +227,6 @@ def test_column_blocks_match_torch(rng, m, row_extent):
     extents = [int(sch.get(loop).extent)
                for loop in sch.get_loops(sch.get_sblock("kgs_conv3d_update"))]
     assert columns // 216 in extents and 216 in extents  # (blocks, columns per block)
-    ex = tvm.compile(sch.mod, target=host_target())
     x = rng.standard_normal(shape).astype(np.float32)
-    args = [tvm.runtime.tensor(a) for a in (x, packed.values, column_offsets(packed, geo),
-                                            np.full(geo.output_shape(m), np.nan, np.float32))]
-    ex["main"](*args)
-    assert_close_rel(args[-1].numpy(), conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
+    out = run_kgs(sch.mod, x, packed, geo, m)
+    assert_close_rel(out, conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
