@@ -14,9 +14,10 @@ the whole reduction, and per kept column loads one index. Two vector axes, a str
   store is a transpose. Needed when W is strided (the input row is not contiguous).
 
 and two loop orders (rows outside groups, or groups outside rows; see
-:func:`rows_outer_default`). A partial last output group is cropped by the write-back of the
-register tile; a channel-wise operator with enough channels pads each channel inside the
-task that convolves it (:data:`CHANNEL_TASKS_MIN`).
+:func:`rows_outer_default`); on AVX2 a group with thousands of columns runs them in blocks
+outside the W tiles (:func:`column_block`). A partial last output group is cropped by the
+write-back of the register tile; a channel-wise operator with enough channels pads each channel
+inside the task that convolves it (:data:`CHANNEL_TASKS_MIN`).
 
 Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give the default):
 ``R`` and ``Rh`` (the W and H tiles) and the auto-unroll step of the parallel loop.
@@ -101,9 +102,10 @@ class CPUConfig:
 
 
 #: AVX2: 16 vector registers, 12 for accumulators. A W tile of 8 + 2 positions (10-wide: X3D's
-#: 10x10 and 20x20 depthwise maps) ran 3.7x slower on Zen 3 than a 5-wide one (X3D-S's
-#: 432-channel 10x10 depthwise conv: 4.23 -> 1.13 ms; 216 channels on 20x20: 5.43 -> 1.80):
-#: a part-filled vector needs at least half its lanes.
+#: 10x10 and 20x20 depthwise maps) ran 3-5x slower on Zen 3 than a 5-wide one (X3D-S's
+#: 432-channel 10x10 depthwise conv: 4.23 -> 0.83 ms; 216 channels on 20x20: 5.43 -> 1.68):
+#: a part-filled vector needs at least half its lanes. Groups with many columns run their
+#: column loop in blocks (:func:`column_block`).
 AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=216)
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
@@ -129,6 +131,7 @@ def cpu_config(target: Target | None = None) -> CPUConfig:
     if codegen.target_has_features(["avx512f"], target):
         return AVX512
     return AVX2
+
 
 def row_vector_lanes(target: Target | None) -> int:
     """Lanes the KGS operator's output rows should be whole vectors of on ``target``, 0 for
