@@ -72,11 +72,15 @@ def _conv_module(x_shape, w: np.ndarray) -> tvm.IRModule:
     return bb.get()
 
 
+#: What every variant is compiled and tuned with: each layer on RT3D's operator (dense ones
+#: too) and the direct kernel on every layer: Winograd (``benchmarks/winograd_bench.py``)
+#: would turn the dense rows into effective G MAC/s and hide the kernel's efficiency against
+#: the peak.
+OPTIONS = RewriteOptions(min_mac_reduction=1.0, include_dense=True, winograd=False)
+
+
 def _build(mod, target, database=None):
-    # the direct kernel on every layer: Winograd (``benchmarks/winograd_bench.py``) would turn
-    # the dense rows into effective G MAC/s and hide the kernel's efficiency against the peak
-    pipeline = relax.get_pipeline("rt3d", target=target, include_dense=True,
-                                  min_mac_reduction=1.0, winograd=False, database=database)
+    pipeline = relax.get_pipeline("rt3d", target=target, options=OPTIONS, database=database)
     return relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=pipeline), tvm.cpu())
 
 
@@ -93,11 +97,10 @@ def _interleaved_ms(fns: dict, runs: int) -> dict[str, float]:
     return {name: median_ms(v) for name, v in times.items()}
 
 
-def _tuned_db(mod, target, work: Path, trials: int,
-              options: RewriteOptions | None = None) -> str | None:
+def _tuned_db(mod, target, work: Path, trials: int) -> str | None:
     if not trials:
         return None
-    tune_model(mod, target, work, trials_per_task=trials, progress=False, options=options)
+    tune_model(mod, target, work, trials_per_task=trials, progress=False, options=OPTIONS)
     return str(work)
 
 
@@ -111,8 +114,7 @@ def bench_layer(name, rates, trials, runs, target, work_root, rng, balanced=True
     w_dense = structured_weight((m, x_shape[1], 3, 3, 3), "dense", 0, rng=rng)
     xt, wt = torch.from_numpy(x_np), torch.from_numpy(w_dense)
     dense_mod = _conv_module(x_shape, w_dense)
-    dense_db = _tuned_db(dense_mod, target, Path(work_root) / f"{name}-dense", trials,
-                         RewriteOptions(min_mac_reduction=1.0, winograd=False))
+    dense_db = _tuned_db(dense_mod, target, Path(work_root) / f"{name}-dense", trials)
     dense_vm = _build(dense_mod, target, dense_db)
     fns = {"torch": lambda: torch.nn.functional.conv3d(xt, wt, padding=1),
            "dense": lambda: dense_vm["main"](x)}
@@ -125,8 +127,7 @@ def bench_layer(name, rates, trials, runs, target, work_root, rng, balanced=True
         untuned = _build(mod, target)
         fns[f"untuned{rate}"] = lambda vm=untuned: vm["main"](x)
         if trials and rate > 0:
-            db = _tuned_db(mod, target, Path(work_root) / f"{name}-{rate}", trials,
-                           RewriteOptions(winograd=False))
+            db = _tuned_db(mod, target, Path(work_root) / f"{name}-{rate}", trials)
             tuned = _build(mod, target, db)
             fns[f"tuned{rate}"] = lambda vm=tuned: vm["main"](x)
     with torch.no_grad():

@@ -92,6 +92,9 @@ class CPUConfig:
     column_block : int
         Longest block of columns the column loop is split into when a group has more than
         :data:`COLUMN_BLOCK_MIN` (see :func:`column_block`); 0: never split.
+    whole_rows : bool
+        Output rows that are no whole vectors are computed as whole ones and cropped (see
+        :func:`row_vector_lanes`).
     """
 
     name: str
@@ -99,6 +102,7 @@ class CPUConfig:
     max_registers: int
     min_tail: int = 1
     column_block: int = 0
+    whole_rows: bool = False
 
 
 #: AVX2: 16 vector registers, 12 for accumulators. A W tile of 8 + 2 positions (10-wide: X3D's
@@ -106,7 +110,8 @@ class CPUConfig:
 #: 432-channel 10x10 depthwise conv: 4.23 -> 0.83 ms; 216 channels on 20x20: 5.43 -> 1.68):
 #: a part-filled vector needs at least half its lanes. Groups with many columns run their
 #: column loop in blocks (:func:`column_block`).
-AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=216)
+AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=216,
+                 whole_rows=True)
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
 #: registers each, spilling (measured: 10x slower).
@@ -140,10 +145,11 @@ def row_vector_lanes(target: Target | None) -> int:
     assembled from three loads and two shuffles and stored lane by lane, while its
     accumulators are only 8 (C3D conv3a/conv3b at the paper's preset: 1.26-1.32x faster
     computing 32-wide rows, interleaved on Zen 3). Measured there only: AVX-512 (whose tiles
-    are 14 and 16 wide), NEON and GPU targets keep their rows."""
-    if target is None or "cpu" not in target.keys or is_arm(target):
+    are 14 and 16 wide), NEON and GPU targets keep their rows (:attr:`CPUConfig.whole_rows`)."""
+    if target is None or "cpu" not in target.keys:
         return 0
-    return AVX2.lanes if cpu_config(target) is AVX2 else 0
+    config = cpu_config(target)
+    return config.lanes if config.whole_rows else 0
 
 
 #: A group's column loop is blocked (:func:`column_block`) when it has more columns than this:
@@ -342,18 +348,15 @@ def schedule_kgs_conv3d_cpu(
                        and int(sch.get(n).extent) * int(sch.get(g).extent) >= CHANNEL_TASKS_MIN)
     block = 0 if vector_axis == "m" or _channel_multiplier(sch) > 0 else column_block(
         int(sch.get(t).extent), max_column_block)
+    row = (n, do, ho, g) if rows_outer else (n, g, do, ho)
     if block:
         # blocks of columns outside the W tiles: the accumulators of the group's whole row
         # live in a local buffer, loaded and stored once per block and W tile
         to, ti = sch.split(t, [None, block])
-        row = (n, do, ho, g) if rows_outer else (n, g, do, ho)
         sch.reorder(*row, to, wo, ti, *inner)
         reduction, write_at = to, row[-1]
     else:
-        if rows_outer:
-            sch.reorder(n, do, ho, g, wo, t, *inner)
-        else:
-            sch.reorder(n, g, do, ho, wo, t, *inner)
+        sch.reorder(*row, wo, t, *inner)
         reduction, write_at = t, wo
     acc = sch.cache_write(blk, 0, "local")
     if vector_axis == "m":

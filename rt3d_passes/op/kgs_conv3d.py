@@ -431,12 +431,11 @@ def whole_vector_rows(geometry: Conv3DGeometry, lanes: int) -> int:
     38.7 -> 35.7; conv5a (7 -> 8) 3.73 -> 3.95, hence longer than one vector only.
     """
     ow = geometry.output_spatial[2]
-    extent = -(-ow // lanes) * lanes if lanes > 0 else ow
-    num, den = ROW_EXTENT_MAX_WASTE
-    if (lanes <= 0 or ow <= lanes or extent == ow or extent * den > num * ow
-            or reads_flat_input(geometry) or geometry.w_phases > 1):
+    if lanes <= 0 or ow <= lanes or reads_flat_input(geometry) or geometry.w_phases > 1:
         return 0
-    return extent
+    extent = -(-ow // lanes) * lanes
+    num, den = ROW_EXTENT_MAX_WASTE
+    return 0 if extent == ow or extent * den > num * ow else extent
 
 
 def reads_flat_input(geometry: Conv3DGeometry) -> bool:
@@ -452,8 +451,7 @@ def geometry_kwargs(attrs) -> dict:
                   input_shape=geo[15:20])
     if KGS_CHANNELWISE_ATTR in attrs:  # a KGS operator (the Winograd one has no such form)
         kwargs["channel_multiplier"] = int(attrs[KGS_CHANNELWISE_ATTR])
-        kwargs["row_extent"] = (int(attrs[KGS_ROW_EXTENT_ATTR])
-                                if KGS_ROW_EXTENT_ATTR in attrs else 0)
+        kwargs["row_extent"] = int(attrs[KGS_ROW_EXTENT_ATTR])
     return kwargs
 
 
