@@ -46,10 +46,13 @@ whole pipeline (tiny data, no meaningful numbers).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import copy
 import dataclasses
+import hashlib
 import json
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -58,6 +61,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from rt3d_prune.config import ADMMConfig, MethodConfig, RegularizerConfig, SparsityConfig
 from rt3d_prune.data import MovingShapes
@@ -94,17 +98,21 @@ class BenchConfig:
     train_clips: int = 1000
     val_clips: int = 600
     test_clips: int = 2000
-    # 20 epochs left the dense model at 48 % test top-1 and still climbing (val 0.44 -> 0.47
-    # over the last 3 epochs, seed 0): not a plateau
-    dense_epochs: int = 40
-    dense_lr: float = 2e-3
+    # session 5: AdamW 2e-3 for 40 epochs reached 92.7 / 65.8 % test top-1 (seeds 0 / 1);
+    # session 9 (validation top-1 at the end, 20 epochs, cosine): SGD 0.05 97.5 / 71.2 / 59.3
+    # % (seeds 0 / 1 / 2) in half the epochs, SGD 0.1 stuck at chance (seed 1)
+    dense_epochs: int = 20
+    dense_lr: float = 0.05
+    dense_optimizer: str = "sgd"
+    dense_weight_decay: float = 5e-4
     dense_seeds: tuple[int, ...] = (0, 1)
     order_seeds: tuple[int, ...] = (0, 1)
     preset: str = "c3d_small-3.6x"
     # every pruned row: reg_epochs of regularization + finetune_epochs of masked fine-tuning
-    reg_epochs: int = 4
+    # (session 5: 4 + 3 with 2 rounds; 3 + 3 fits the 60-minute budget)
+    reg_epochs: int = 3
     finetune_epochs: int = 3
-    rounds: int = 2  # reweighting rounds, 2 epochs apart
+    rounds: int = 3  # reweighting rounds, one epoch apart
     admm_stages: int = 2  # rho, 10 rho
     batch_size: int = 32
     lr: float = 0.01  # SGD, constant while regularizing, cosine while fine-tuning
@@ -114,12 +122,14 @@ class BenchConfig:
     # shrink a whole layer for free (RegularizerConfig.normalize)
     normalize: str = "layer"
     eps: float = 0.05  # relative to the layer's mean squared group norm (normalize="layer")
-    # selection grids (x4 steps), chosen on validation; the reduced run picked the largest
-    # lambda of both regularizers' grids (2e-3..3.2e-2, 3e-3..4.8e-2): moved one step up
+    # selection grids (x4 steps), chosen on validation. Session 5 chose the smallest lambda of
+    # both regularizers' grids (8e-3..1.28e-1, 1.2e-2..1.92e-1) and the largest rho
+    # (0.03..0.3, validation flat within 1.3 points): each grid now reaches one step past the
+    # end that was chosen (two values, for the time budget)
     grid: tuple[tuple[str, tuple[float, ...]], ...] = (
-        ("group_lasso", (8e-3, 3.2e-2, 1.28e-1)),
-        ("reweighted", (1.2e-2, 4.8e-2, 1.92e-1)),
-        ("admm", (0.03, 0.1, 0.3)),
+        ("group_lasso", (2e-3, 8e-3)),
+        ("reweighted", (3e-3, 1.2e-2)),
+        ("admm", (0.3, 1.2)),
     )
     rows: tuple[str, ...] = ("control", "heuristic/vanilla", "heuristic/kgs",
                              "group_lasso/kgs", "reweighted/kgs", "admm/kgs")
@@ -132,6 +142,39 @@ QUICK = BenchConfig(train_clips=24, val_clips=24, test_clips=24, dense_epochs=1,
                           ("admm", (0.1,))))
 
 
+#: Ablations of the reweighted recipe (``--ablations``): a row ``method+variant/scheme`` runs
+#: ``method/scheme`` with one setting changed, at the lambda chosen for ``method/scheme`` (no
+#: variant changes the norm's scale, so the choice carries over); judged as
+#: "method - method+variant" by the same rule. ``(label, MethodConfig / RegularizerConfig
+#: fields)``.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "p1": ("plain P = 1/(||W||+eps), not squared", {"power": 1.0}),
+    "r1": ("P from the dense weights only, never refreshed", {"rounds": 1}),
+}
+#: The rows of ``--ablations``.
+ABLATION_ROWS: tuple[str, ...] = ("reweighted/kgs", "reweighted+p1/kgs", "reweighted+r1/kgs")
+
+
+def parse_row(row: str) -> tuple[str, str | None, str | None]:
+    """``(method, variant, scheme)`` of a row name (``"control"``: no scheme).
+
+    Raises:
+        ValueError: An unknown variant.
+    """
+    head, _, scheme = row.partition("/")
+    method, _, variant = head.partition("+")
+    if variant and variant not in VARIANTS:
+        raise ValueError(f"row {row!r}: unknown variant {variant!r}; known: "
+                         f"{', '.join(VARIANTS)}")
+    return method, variant or None, scheme or None
+
+
+def _base_row(row: str) -> str:
+    """The row a variant row ablates (``reweighted+p1/kgs`` -> ``reweighted/kgs``)."""
+    method, _, scheme = parse_row(row)
+    return f"{method}/{scheme}" if scheme else method
+
+
 def with_plane(config: BenchConfig) -> BenchConfig:
     """``config`` with a ``<method>/plane`` row after the rows for every ``<method>/kgs`` row
     (those already there are kept once)."""
@@ -141,21 +184,26 @@ def with_plane(config: BenchConfig) -> BenchConfig:
 
 
 def comparisons(rows: tuple[str, ...] | list[str]) -> list[tuple[str, str, str]]:
-    """:data:`COMPARISONS`, then "KGS - plane (method)" for every method run with both."""
+    """:data:`COMPARISONS`, then "KGS - plane (method)" for every method run with both, and
+    "base - variant" for every ablation row (:data:`VARIANTS`)."""
     base, twin = PLANE_TWIN
     out = list(COMPARISONS)
     for row in rows:
-        method, _, scheme = row.partition("/")
-        if scheme == twin and f"{method}/{base}" in rows:
+        method, variant, scheme = parse_row(row)
+        if variant is not None and _base_row(row) in rows:
+            out.append((f"{_base_row(row)} - {row} ({VARIANTS[variant][0]})",
+                        _base_row(row), row))
+        elif scheme == twin and f"{method}/{base}" in rows:
             out.append((f"KGS - plane ({method})", f"{method}/{base}", row))
     return out
 
 
 def _choice_key(row: str) -> str:
     """The key of a row's selected lambda / rho: the method for KGS (as before plane rows
-    existed), ``method/scheme`` for any other scheme, which is selected on its own."""
-    method, scheme = row.split("/")
-    return method if scheme == "kgs" else row
+    existed), ``method/scheme`` for any other scheme, which is selected on its own; a variant
+    row shares its base row's."""
+    method, _, scheme = parse_row(row)
+    return method if scheme == "kgs" else f"{method}/{scheme}"
 
 
 def _method(config: BenchConfig, row: str, strength: float) -> tuple[MethodConfig, bool]:
@@ -167,12 +215,15 @@ def _method(config: BenchConfig, row: str, strength: float) -> tuple[MethodConfi
     if row == "control":
         return MethodConfig(method="heuristic", reg_epochs=0, finetune_epochs=total,
                             finetune_train=ft), False
-    method = row.split("/")[0]
+    method, variant, _ = parse_row(row)
+    changes = VARIANTS[variant][1] if variant else {}
+    reg_fields = {f.name for f in dataclasses.fields(RegularizerConfig)}
     return MethodConfig(
         method=method, reg_epochs=config.reg_epochs, finetune_epochs=config.finetune_epochs,
-        rounds=config.rounds,
+        rounds=changes.get("rounds", config.rounds),
         regularizer=RegularizerConfig(strength=strength, eps=config.eps,
-                                      normalize=config.normalize),
+                                      normalize=config.normalize,
+                                      **{k: v for k, v in changes.items() if k in reg_fields}),
         admm=ADMMConfig(rho=strength, stages=config.admm_stages) if method == "admm"
         else ADMMConfig(),
         reg_train=reg_train, finetune_train=ft), True
@@ -181,7 +232,7 @@ def _method(config: BenchConfig, row: str, strength: float) -> tuple[MethodConfi
 def _sparsity(config: BenchConfig, row: str) -> SparsityConfig:
     if row == "control":
         return SparsityConfig()
-    return get_preset(config.preset).config(row.split("/")[1], (8, 4))
+    return get_preset(config.preset).config(parse_row(row)[2], (8, 4))
 
 
 def t_interval(diffs: list[float], level_t: dict[int, float] = _T95) -> tuple[float, float,
@@ -207,13 +258,24 @@ def verdict(low: float, high: float, threshold: float = 0.0, margin: float = MAR
     return "unresolved"
 
 
+#: Generator seed of each split (disjoint clips).
+SPLIT_SEEDS = {"train": 101, "val": 202, "test": 303}
+
+
+def _datasets(config: BenchConfig, splits: tuple[str, ...] = tuple(SPLIT_SEEDS)
+              ) -> dict[str, MovingShapes]:
+    return {split: MovingShapes(getattr(config, f"{split}_clips"), seed=SPLIT_SEEDS[split])
+            for split in splits}
+
+
 def _train_dense(config: BenchConfig, seed: int, data: dict[str, MovingShapes],
                  progress: bool) -> tuple[torch.nn.Module, list[dict[str, Any]]]:
     torch.manual_seed(seed)
     model = build_model(MODEL, num_classes=MovingShapes.num_classes)
     method = MethodConfig(method="heuristic", reg_epochs=0, finetune_epochs=config.dense_epochs,
-                          finetune_train=TrainConfig(lr=config.dense_lr, optimizer="adamw",
-                                                     weight_decay=1e-2))
+                          finetune_train=TrainConfig(
+                              lr=config.dense_lr, optimizer=config.dense_optimizer,
+                              weight_decay=config.dense_weight_decay))
     engine = EngineConfig(batch_size=config.batch_size, device="cpu", seed=seed,
                           progress=progress, eval_every=1)
     info = run_pruning(model, SparsityConfig(), method, data["train"], engine,
@@ -239,23 +301,113 @@ def _row(config: BenchConfig, dense: torch.nn.Module, row: str, strength: float,
             "pruned_fractions": info.get("pruned_fractions"), "model": model}
 
 
-def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
-        name: str = "pruning_accuracy") -> dict[str, Any]:
-    """Run the experiment; returns (and writes, rewritten after every row) the result."""
-    start = time.time()
+# -- jobs: the units the run schedules, in this process or in worker processes ------------
+
+#: A worker process's state: the config, its datasets and whether it shows bars.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(config: BenchConfig, threads: int, progress: bool) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(config=config, data=_datasets(config), progress=progress)
+
+
+def _dense_job(seed: int) -> dict[str, Any]:
+    """Train dense model ``seed``; its state dict, curve and top-1."""
+    config, data = _WORKER["config"], _WORKER["data"]
+    t0 = time.time()
+    model, curve = _train_dense(config, seed, data, _WORKER["progress"])
+    return {"seed": seed, "val_top1": evaluate(model, DataLoader(data["val"], 100)),
+            "test_top1": evaluate(model, DataLoader(data["test"], 100)),
+            "seconds": time.time() - t0, "curve": curve, "state": model.state_dict()}
+
+
+#: The BenchConfig fields a dense model depends on (its cache key, with the seed).
+DENSE_FIELDS = ("train_clips", "val_clips", "test_clips", "dense_epochs", "dense_lr",
+                "dense_optimizer", "dense_weight_decay", "batch_size")
+
+
+def _dense_cache_path(cache: Path, config: BenchConfig, seed: int) -> Path:
+    key = json.dumps({"model": MODEL, "seed": seed, "torch": torch.__version__,
+                      **{f: getattr(config, f) for f in DENSE_FIELDS}}, sort_keys=True)
+    return cache / f"dense_{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def _load_model(state: dict[str, Any]) -> torch.nn.Module:
+    """A dense model, or a squashed pruned one (its zeros are in the weights)."""
+    model = build_model(MODEL, num_classes=MovingShapes.num_classes)
+    model.load_state_dict(state)
+    return model
+
+
+def _row_job(row: str, strength: float, dense_seed: int, dense_state: dict[str, Any],
+             order_seed: int, test: bool) -> dict[str, Any]:
+    """One pruned (or control) row from dense model ``dense_seed``. ``test``: also its test
+    top-1 and MACs (replicates); otherwise (selection candidates) the pruned state dict is
+    returned instead, so the chosen candidate can become its replicate without a rerun."""
+    config, data = _WORKER["config"], _WORKER["data"]
+    r = _row(config, _load_model(dense_state), row, strength, order_seed, data,
+             _WORKER["progress"])
+    model = r.pop("model")
+    r.update(dense_seed=dense_seed, order_seed=order_seed)
+    if test:
+        r.update(_test_fields(model, data["test"]))
+    else:
+        r["state"] = model.state_dict()
+    return r
+
+
+def _test_fields(model: torch.nn.Module, test_set: MovingShapes) -> dict[str, Any]:
     shape = default_input_shape(MODEL)
-    data = {"train": MovingShapes(config.train_clips, seed=101),
-            "val": MovingShapes(config.val_clips, seed=202),
-            "test": MovingShapes(config.test_clips, seed=303)}
-    test_loader = DataLoader(data["test"], 100)
+    _, kept = total_macs(count_macs(model, shape))
+    dense, _ = total_macs(count_macs(build_model(MODEL, num_classes=MovingShapes.num_classes),
+                                     shape))
+    return {"test_top1": evaluate(model, DataLoader(test_set, 100)), "kept_macs": kept,
+            "mac_reduction": dense / kept}
+
+
+class _Inline:
+    """A one-process stand-in for ``ProcessPoolExecutor`` (``jobs=1``)."""
+
+    def __init__(self, config: BenchConfig, threads: int, progress: bool) -> None:
+        _init_worker(config, threads, progress)
+
+    def submit(self, fn, *args) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        future.set_result(fn(*args))
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
+def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
+        name: str = "pruning_accuracy", jobs: int = 1, threads: int | None = None,
+        dense_cache: Path | None = None) -> dict[str, Any]:
+    """Run the experiment; returns (and writes, rewritten after every row) the result.
+
+    ``dense_cache``: a directory where trained dense models are kept, keyed by the settings
+    they depend on (:data:`DENSE_FIELDS`, the seed, torch's version); a later run with the
+    same settings (``--plane``, another row set) loads them instead of training again.
+
+    ``jobs`` > 1 trains that many rows at once in worker processes (spawned), each with
+    ``threads // jobs`` threads: on 2 cores two 1-thread jobs do 1.3x the work of one
+    2-thread job (c3d_small's step: 0.79 s per thread-job against 0.47 s). Every row depends
+    only on its dense model, its settings and its seeds, so the schedule changes no result
+    beyond float rounding of the thread count.
+    """
+    start = time.time()
+    threads = threads or torch.get_num_threads()
+    per_job = max(1, threads // jobs)
+    shape = default_input_shape(MODEL)
     result: dict[str, Any] = {
         "config": dataclasses.asdict(config), "model": MODEL, "input_shape": list(shape),
         "decision_rule": {"comparisons": [list(c) for c in comparisons(config.rows)],
                           "interval": "90% t",
                           "margin": MARGIN, "goal": GOAL},
         "dense": [], "selection": [], "rows": [], "complete": False,
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "loadavg_start": list(os.getloadavg())}
+        "torch": torch.__version__, "threads": threads, "jobs": jobs,
+        "threads_per_job": per_job, "loadavg_start": list(os.getloadavg())}
     _say(f"decision rule: claim A > B shown if the 90% t-interval of mean paired test "
          f"(A - B) is above 0, refuted if below +{MARGIN * 100:.1f} points, else unresolved")
 
@@ -264,59 +416,119 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
         result["loadavg_end"] = list(os.getloadavg())
         _write(result, out_dir, name)
 
-    denses = {}
-    for seed in config.dense_seeds:
-        t0 = time.time()
-        model, curve = _train_dense(config, seed, data, progress)
-        denses[seed] = model
-        entry = {"seed": seed, "val_top1": evaluate(model, DataLoader(data["val"], 100)),
-                 "test_top1": evaluate(model, test_loader), "seconds": time.time() - t0,
-                 "curve": curve}
-        result["dense"].append(entry)
-        _say(f"dense seed {seed}: val {entry['val_top1']:.4f}, test {entry['test_top1']:.4f}"
-             f" ({entry['seconds']:.0f} s)")
-        save()
-    dense_macs, _ = total_macs(count_macs(denses[config.dense_seeds[0]], shape))
-    result["dense_macs"] = dense_macs
+    if jobs > 1:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+            initargs=(config, per_job, False))
+    else:
+        pool = _Inline(config, per_job, progress)
+    test_set = (_datasets(config, ("test",)) if jobs > 1 else _WORKER["data"])["test"]
+    grid = dict(config.grid)
+    # rows whose lambda / rho is chosen on validation (one choice per row: _choice_key); a
+    # variant row starts once its base row's choice is made
+    selected = [r for r in config.rows if parse_row(r)[0] in grid and parse_row(r)[1] is None]
+    variants = [r for r in config.rows if parse_row(r)[1] is not None]
+    for row in variants:
+        if _base_row(row) not in selected:
+            raise ValueError(f"row {row!r} ablates {_base_row(row)!r}, which is not a row with "
+                             f"a grid: add it to rows and its method to grid")
+    replicates = [(d, o) for d in config.dense_seeds for o in config.order_seeds]
+    first = replicates[0]
+    n_jobs = (len(config.dense_seeds) + sum(len(grid[parse_row(r)[0]]) for r in selected)
+              + len(replicates) * len(config.rows) - len(selected))
+    bar = tqdm(total=n_jobs, desc="pruning_accuracy", unit="job", disable=not progress,
+               position=0)
+    try:
+        states: dict[int, dict[str, Any]] = {}
+        cached = {seed: _dense_cache_path(dense_cache, config, seed) for seed in
+                  config.dense_seeds} if dense_cache is not None else {}
+        futures = []
+        for seed in config.dense_seeds:
+            if seed in cached and cached[seed].exists():
+                future: concurrent.futures.Future = concurrent.futures.Future()
+                future.set_result({**torch.load(cached[seed], weights_only=False),
+                                   "cached": str(cached[seed])})
+                futures.append(future)
+            else:
+                futures.append(pool.submit(_dense_job, seed))
+        for future in concurrent.futures.as_completed(futures):
+            entry = future.result()
+            if entry["seed"] in cached and "cached" not in entry:
+                cached[entry["seed"]].parent.mkdir(parents=True, exist_ok=True)
+                torch.save(entry, cached[entry["seed"]])
+            states[entry["seed"]] = entry.pop("state")
+            result["dense"].append(entry)
+            result["dense"].sort(key=lambda e: config.dense_seeds.index(e["seed"]))
+            _say(f"dense seed {entry['seed']}: val {entry['val_top1']:.4f}, test "
+                 f"{entry['test_top1']:.4f} ({entry['seconds']:.0f} s"
+                 f"{', from ' + entry['cached'] if 'cached' in entry else ''})")
+            bar.update()
+            save()
+        result["dense_macs"], _ = total_macs(count_macs(_load_model(
+            states[config.dense_seeds[0]]), shape))
 
-    # selection on validation: first replicate only, before anything touches the test clips;
-    # every scheme a method runs with gets its own choice (KGS's is keyed by the method)
-    chosen: dict[str, float] = {}
-    first_dense, first_order = config.dense_seeds[0], config.order_seeds[0]
-    for method, values in config.grid:
-        for row in [r for r in config.rows if r.startswith(method + "/")]:
-            key = _choice_key(row)
-            if key in chosen:
-                continue
-            scores = []
-            for value in values:
-                r = _row(config, denses[first_dense], row, value, first_order, data, progress)
-                scores.append((r["val_end"], value))
-                result["selection"].append({"method": method, "scheme": row.split("/")[1],
-                                            "value": value, "val_end": r["val_end"],
-                                            "pruned_energy": r["pruned_energy"]})
-                _say(f"select {row:>18} {value:<8g}: val {r['val_end']:.4f}, pruned energy "
-                     f"{r['pruned_energy']:.3f}")
-                save()
-            chosen[key] = max(scores)[1]
-    result["chosen"] = chosen
+        def replicate(row: str, strength: float, d: int, o: int) -> concurrent.futures.Future:
+            return pool.submit(_row_job, row, strength, d, states[d], o, True)
 
-    for dseed in config.dense_seeds:
-        for oseed in config.order_seeds:
+        # selection on validation (first replicate only; the test clips are not read until
+        # a choice is made): every scheme a method runs with gets its own choice (KGS's is
+        # keyed by the method). Rows that need no choice start meanwhile.
+        pending: dict[concurrent.futures.Future, tuple[str, Any]] = {}
+        for row in selected:
+            for value in grid[parse_row(row)[0]]:
+                pending[pool.submit(_row_job, row, value, first[0], states[first[0]],
+                                    first[1], False)] = ("select", row)
+        for d, o in replicates:
             for row in config.rows:
-                strength = chosen.get(_choice_key(row), 0.0) if "/" in row else 0.0
-                r = _row(config, denses[dseed], row, strength, oseed, data, progress)
-                model = r.pop("model")
-                _, kept = total_macs(count_macs(model, shape))
-                r.update(dense_seed=dseed, order_seed=oseed, test_top1=evaluate(model,
-                                                                                test_loader),
-                         kept_macs=kept, mac_reduction=dense_macs / kept)
+                if row not in selected and row not in variants:
+                    pending[replicate(row, 0.0, d, o)] = ("row", row)
+        candidates: dict[str, list[dict[str, Any]]] = {row: [] for row in selected}
+        chosen: dict[str, float] = {}
+        while pending:
+            done, _ = concurrent.futures.wait(pending, return_when="FIRST_COMPLETED")
+            for future in done:
+                kind, row = pending.pop(future)
+                r = future.result()
+                bar.update()
+                if kind == "select":
+                    result["selection"].append({
+                        "method": parse_row(row)[0], "scheme": parse_row(row)[2],
+                        "value": r["strength"], "val_end": r["val_end"],
+                        "pruned_energy": r["pruned_energy"], "seconds": r["seconds"]})
+                    _say(f"select {row:>18} {r['strength']:<8g}: val {r['val_end']:.4f}, "
+                         f"pruned energy {r['pruned_energy']:.3f}, {r['seconds']:.0f} s")
+                    candidates[row].append(r)
+                    if len(candidates[row]) < len(grid[parse_row(row)[0]]):
+                        save()
+                        continue
+                    # every value done: choose on validation (ties: the smaller value), then
+                    # the chosen candidate is this row's first replicate
+                    best = max(candidates.pop(row), key=lambda c: (c["val_end"],
+                                                                   -c["strength"]))
+                    chosen[_choice_key(row)] = best["strength"]
+                    result["chosen"] = {_choice_key(x): chosen[_choice_key(x)]
+                                        for x in selected if _choice_key(x) in chosen}
+                    for d, o in replicates[1:]:
+                        pending[replicate(row, best["strength"], d, o)] = ("row", row)
+                    for v in [v for v in variants if _base_row(v) == row]:
+                        for d, o in replicates:
+                            pending[replicate(v, best["strength"], d, o)] = ("row", v)
+                    r = best
+                    r.update(_test_fields(_load_model(r.pop("state")), test_set))
                 result["rows"].append(r)
-                _say(f"d{dseed} o{oseed} {row:>18}: test {r['test_top1']:.4f}, val before/"
-                     f"after prune/end {_f(r['val_before_prune'])}/{_f(r['val_after_prune'])}"
-                     f"/{_f(r['val_end'])}, pruned energy {_f(r['pruned_energy'])}, "
+                order = {x: i for i, x in enumerate(config.rows)}
+                result["rows"].sort(key=lambda x: (config.dense_seeds.index(x["dense_seed"]),
+                                                   config.order_seeds.index(x["order_seed"]),
+                                                   order[x["row"]]))
+                _say(f"d{r['dense_seed']} o{r['order_seed']} {row:>18}: test "
+                     f"{r['test_top1']:.4f}, val before/after prune/end "
+                     f"{_f(r['val_before_prune'])}/{_f(r['val_after_prune'])}/"
+                     f"{_f(r['val_end'])}, pruned energy {_f(r['pruned_energy'])}, "
                      f"{r['mac_reduction']:.2f}x, {r['seconds']:.0f} s")
                 save()
+    finally:
+        bar.close()
+        pool.shutdown()
     result["verdicts"] = verdicts(result)
     result["complete"] = True
     save()
@@ -348,7 +560,8 @@ def verdicts(result: dict[str, Any]) -> list[dict[str, Any]]:
                     "verdict": verdict(low, high)})
     # the goal: best structured (KGS) method within GOAL of dense, paired by dense seed
     dense = {e["seed"]: e["test_top1"] for e in result["dense"]}
-    kgs_rows = sorted({r for _, _, r in by if r.endswith("/kgs")})
+    kgs_rows = sorted({r for _, _, r in by if parse_row(r)[2] == "kgs" and
+                       parse_row(r)[1] is None})
     if kgs_rows and dense:
         means = {r: sum(v for (_, _, rr), v in by.items() if rr == r) /
                  max(1, sum(1 for k in by if k[2] == r)) for r in kgs_rows}
@@ -441,10 +654,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run every <method>/kgs row with the Winograd-compatible "
                              "plane scheme at the same rates (equal MACs up to rounding) and "
                              "judge KGS - plane per method")
+    parser.add_argument("--ablations", action="store_true",
+                        help="rows: reweighted/kgs and its ablations (VARIANTS: plain P, one "
+                             "round) at reweighted's chosen lambda, judged as reweighted - "
+                             "variant")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="threads in all (split among --jobs)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="rows trained at once in worker processes (default: 2 when "
+                             "there are at least 2 threads, else 1)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--name", default="pruning_accuracy", help="output file stem")
+    parser.add_argument("--dense-cache", type=Path, default=None, metavar="DIR",
+                        help="keep the trained dense models here and reuse them when a run "
+                             "has the same dense settings")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override BenchConfig fields, e.g. --set train_clips=600 "
                              "dense_seeds=0,1")
@@ -463,9 +687,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parsed = type(current)(value)
         config = dataclasses.replace(config, **{key: parsed})
+    if args.ablations:
+        config = dataclasses.replace(config, rows=ABLATION_ROWS)
     if args.plane:  # after --set, so that rows=... picks the KGS rows that get twins
         config = with_plane(config)
-    result = run(config, args.out, not args.no_progress, args.name)
+    jobs = args.jobs or (2 if args.threads >= 2 else 1)
+    if jobs < 1 or args.threads < 1:
+        parser.error("--jobs and --threads must be at least 1")
+    result = run(config, args.out, not args.no_progress, args.name, jobs=jobs,
+                 threads=args.threads, dense_cache=args.dense_cache)
     print(table(result))
     return 0
 

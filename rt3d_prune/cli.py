@@ -97,6 +97,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="autocast precision (fp16 needs CUDA)")
     p.add_argument("--pin-memory", default=None, action=argparse.BooleanOptionalAction,
                    help="pin host batches (default: on with CUDA)")
+    p.add_argument("--memory-format", default="auto",
+                   choices=("auto", "channels_last", "contiguous"),
+                   help="layout of 5-D weights and clips while training (auto: channels-last "
+                        "on a CPU without bf16, contiguous on CUDA)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="pruned checkpoint to write (.pt)")
     p.add_argument("--run-dir", help="per-epoch checkpoints and logs (default: OUT.run/)")
@@ -193,7 +197,8 @@ def _prune(args: argparse.Namespace) -> int:
         init(model)
         engine = EngineConfig(batch_size=args.batch_size, workers=args.workers,
                               device=args.device, amp=args.amp, pin_memory=args.pin_memory,
-                              seed=args.seed, progress=not args.no_progress)
+                              memory_format=args.memory_format, seed=args.seed,
+                              progress=not args.no_progress)
         data_key = {"model": args.model, "preset": args.preset, "data": args.data,
                     "num_clips": args.num_clips, "fold": args.fold, "init": args.init}
 

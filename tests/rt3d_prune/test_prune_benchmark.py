@@ -3,6 +3,7 @@ ranking)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -59,10 +60,17 @@ def test_plane_arm_twins_the_kgs_rows_and_is_judged():
 
 
 @pytest.mark.slow
-def test_quick_benchmark_pipeline(tmp_path):
+def test_quick_benchmark_pipeline(tmp_path, monkeypatch):
+    # two worker processes (the default on 2 cores), dense models kept in a cache; spawned
+    # workers import the script by its module name
+    monkeypatch.syspath_prepend(str(_PATH.parent))
     bench = _bench()
-    result = bench.run(bench.QUICK, tmp_path, progress=False)
+    cache = tmp_path / "dense"
+    result = bench.run(bench.QUICK, tmp_path, progress=False, jobs=2, threads=2,
+                       dense_cache=cache)
     saved = json.loads((tmp_path / "pruning_accuracy.json").read_text())
+    assert saved["jobs"] == 2 and saved["threads_per_job"] == 1
+    assert len(list(cache.glob("dense_*.pt"))) == 2
     assert (tmp_path / "pruning_accuracy.png").stat().st_size > 0
     assert saved["complete"] and len(saved["loadavg_start"]) == 3
     assert len(saved["dense"]) == 2 and len(saved["dense"][0]["curve"]) == 1
@@ -83,3 +91,44 @@ def test_quick_benchmark_pipeline(tmp_path):
     assert all(v["verdict"] in ("shown", "refuted", "unresolved") for v in saved["verdicts"])
     text = bench.table(result)
     assert "reweighted/kgs" in text and "dense" in text and "->" in text
+
+
+@pytest.mark.slow
+def test_dense_models_come_from_the_cache(tmp_path):
+    bench = _bench()
+    cache = tmp_path / "dense"
+    config = dataclasses.replace(bench.QUICK, rows=("control", "heuristic/kgs"), grid=())
+    first = bench.run(config, tmp_path, progress=False, name="first", dense_cache=cache)
+    assert all("cached" not in d for d in first["dense"])
+    again = bench.run(config, tmp_path, progress=False, name="again", dense_cache=cache)
+    assert [d["cached"] for d in again["dense"]] == [
+        str(bench._dense_cache_path(cache, config, s)) for s in config.dense_seeds]
+    assert [d["test_top1"] for d in again["dense"]] == [d["test_top1"] for d in first["dense"]]
+    # the same dense models and seeds: the same rows
+    assert [r["test_top1"] for r in again["rows"]] == [r["test_top1"] for r in first["rows"]]
+    other = dataclasses.replace(config, dense_epochs=2)  # another key: trained, not loaded
+    assert bench._dense_cache_path(cache, other, 0) != bench._dense_cache_path(cache, config, 0)
+
+
+def test_ablation_rows_change_one_setting_and_are_judged():
+    bench = _bench()
+    assert bench.parse_row("reweighted+p1/kgs") == ("reweighted", "p1", "kgs")
+    assert bench.parse_row("control") == ("control", None, None)
+    with pytest.raises(ValueError, match="unknown variant 'p3'"):
+        bench.parse_row("reweighted+p3/kgs")
+    config = dataclasses.replace(bench.BenchConfig(), rows=bench.ABLATION_ROWS)  # 2 rounds
+    base, _ = bench._method(config, "reweighted/kgs", 0.01)
+    for row in bench.ABLATION_ROWS[1:]:
+        assert bench._choice_key(row) == "reweighted"  # the base row's lambda
+        method, _ = bench._method(config, row, 0.01)
+        changed = {f for f in ("rounds",) if getattr(method, f) != getattr(base, f)} | {
+            f"regularizer.{f}" for f in ("power", "normalize", "strength", "eps")
+            if getattr(method.regularizer, f) != getattr(base.regularizer, f)}
+        assert len(changed) == 1, (row, changed)
+    assert bench._method(config, "reweighted+p1/kgs", 0.01)[0].regularizer.power == 1.0
+    claims = [c[0] for c in bench.comparisons(config.rows)]
+    assert "reweighted/kgs - reweighted+r1/kgs (P from the dense weights only, never " \
+           "refreshed)" in claims
+    lonely = dataclasses.replace(config, rows=("reweighted+p1/kgs",))
+    with pytest.raises(ValueError, match="ablates 'reweighted/kgs'"):
+        bench.run(lonely, None, progress=False)
