@@ -6,14 +6,16 @@ design, fixed before any run (issue 11):
 * **Splits**: train / validation / test clips from disjoint generator seeds. The test clips
   (2000 by default) are used only for the final table and the verdicts; every choice
   (lambda, rho) is made on validation.
-* **Dense models** trained to a plateau (their validation curve is in the JSON), one per
-  dense seed.
+* **Dense models**, one per dense seed (their validation curve is in the JSON). The default's
+  20 SGD epochs do not reach a plateau (session 9: 82.6 / 46.3 % test top-1, both still
+  climbing): see the README; ``--dense-cache`` keeps them, so longer-trained ones can be
+  reused by later runs.
 * **Equal budgets**: every row trains ``reg_epochs + finetune_epochs`` epochs after the dense
   model -- the heuristic fine-tunes for all of them; the **control** row trains the dense
   model as many epochs more without pruning (what the extra training alone buys).
 * **Selection**: lambda (group lasso, reweighted) and rho (ADMM) from a fixed grid, on the
   validation top-1 of the first replicate, before any replicate is evaluated on test; for
-  each scheme a method runs with on its own.
+  each scheme a method runs with on its own. The chosen candidate is that replicate's row.
 * **Replicates**: dense seed x batch-order seed (>= 4), every method on every replicate, so
   the differences are paired.
 * **Decision rule** (:data:`COMPARISONS`, :func:`verdict`): for each claim "A > B" the mean
@@ -34,13 +36,19 @@ for each method the claim "KGS - plane (method)" is judged by the same rule: *re
 KGS is not ahead by half a point, i.e. the Winograd-friendly pattern costs no accuracy that
 matters.
 
-    python benchmarks/pruning_accuracy.py [--quick] [--plane] [--out benchmarks/results]
+**Ablations** (``--ablations``, :data:`VARIANTS`): reweighted/kgs against itself with plain
+(not squared) P, with P never refreshed (one round), and with raw group norms (no BatchNorm
+handling; its own lambda, chosen on validation), each judged as "reweighted - variant".
+
+    python benchmarks/pruning_accuracy.py [--quick] [--plane] [--ablations] [--jobs N]
+                                          [--dense-cache DIR] [--out benchmarks/results]
                                           [--set k=v ...]
 
-The default profile took 102 minutes on 2 idle cores (session 5: two dense models of 40
-epochs, ~800 s each; 33 pruned rows of 100-150 s); beside any other CPU job it takes several
-times longer (torch's OpenMP threads wait for each other). ``--quick`` is a smoke test of the
-whole pipeline (tiny data, no meaningful numbers).
+The default profile took 55.6 minutes on 2 idle Zen 3 cores (session 9: 2 worker processes
+of one thread; two dense models of 20 epochs side by side, ~550 s; 27 row jobs of 150-230
+s); session 5's design (40 dense epochs, 4 + 3 epochs per row, 3-value grids, one process)
+took 102. Beside any other CPU job it takes several times longer. ``--quick`` is a smoke
+test of the whole pipeline (tiny data, no meaningful numbers).
 """
 
 from __future__ import annotations
@@ -130,6 +138,7 @@ class BenchConfig:
         ("group_lasso", (2e-3, 8e-3)),
         ("reweighted", (3e-3, 1.2e-2)),
         ("admm", (0.3, 1.2)),
+        ("reweighted+raw", (3e-4, 1.2e-3)),  # --ablations: raw norms pull ~10x harder
     )
     rows: tuple[str, ...] = ("control", "heuristic/vanilla", "heuristic/kgs",
                              "group_lasso/kgs", "reweighted/kgs", "admm/kgs")
@@ -139,20 +148,26 @@ QUICK = BenchConfig(train_clips=24, val_clips=24, test_clips=24, dense_epochs=1,
                     dense_seeds=(0, 1), order_seeds=(0,), reg_epochs=1, finetune_epochs=1,
                     rounds=1, admm_stages=1, batch_size=12,
                     grid=(("group_lasso", (8e-3,)), ("reweighted", (1.2e-2,)),
-                          ("admm", (0.1,))))
+                          ("admm", (0.1,)), ("reweighted+raw", (1e-3,))))
 
 
 #: Ablations of the reweighted recipe (``--ablations``): a row ``method+variant/scheme`` runs
-#: ``method/scheme`` with one setting changed, at the lambda chosen for ``method/scheme`` (no
-#: variant changes the norm's scale, so the choice carries over); judged as
-#: "method - method+variant" by the same rule. ``(label, MethodConfig / RegularizerConfig
-#: fields)``.
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "p1": ("plain P = 1/(||W||+eps), not squared", {"power": 1.0}),
-    "r1": ("P from the dense weights only, never refreshed", {"rounds": 1}),
+#: ``method/scheme`` with one setting changed, judged as "method - method+variant" by the same
+#: rule. ``(label, MethodConfig / RegularizerConfig fields, own lambda)``: a variant that
+#: keeps the norm's scale runs at the lambda chosen for its base row; one that changes it has
+#: its own grid entry (``grid`` key ``method+variant``) and its own choice on validation.
+VARIANTS: dict[str, tuple[str, dict[str, Any], bool]] = {
+    "p1": ("plain P = 1/(||W||+eps), not squared", {"power": 1.0}, False),
+    "r1": ("P from the dense weights only, never refreshed", {"rounds": 1}, False),
+    # c3d_small's raw KGS group norms are 0.03-0.3 (dense models of session 9), not ~1 as
+    # layer-relative ones: eps 5e-4 is about 0.05 x their mean square, as "layer" uses 0.05
+    # x the layer's, and the pull per group is ~10x stronger at one lambda
+    "raw": ("raw group norms: no BatchNorm handling",
+            {"normalize": "none", "eps": 5e-4}, True),
 }
 #: The rows of ``--ablations``.
-ABLATION_ROWS: tuple[str, ...] = ("reweighted/kgs", "reweighted+p1/kgs", "reweighted+r1/kgs")
+ABLATION_ROWS: tuple[str, ...] = ("reweighted/kgs", "reweighted+p1/kgs", "reweighted+r1/kgs",
+                                  "reweighted+raw/kgs")
 
 
 def parse_row(row: str) -> tuple[str, str | None, str | None]:
@@ -198,12 +213,26 @@ def comparisons(rows: tuple[str, ...] | list[str]) -> list[tuple[str, str, str]]
     return out
 
 
+def _grid_key(row: str) -> str:
+    """The ``grid`` entry of a row: its method, or ``method+variant`` for a variant with its
+    own lambda."""
+    method, variant, _ = parse_row(row)
+    return f"{method}+{variant}" if variant is not None and VARIANTS[variant][2] else method
+
+
 def _choice_key(row: str) -> str:
-    """The key of a row's selected lambda / rho: the method for KGS (as before plane rows
-    existed), ``method/scheme`` for any other scheme, which is selected on its own; a variant
-    row shares its base row's."""
-    method, _, scheme = parse_row(row)
-    return method if scheme == "kgs" else f"{method}/{scheme}"
+    """The key of a row's selected lambda / rho: the grid key for KGS (as before plane rows
+    existed), ``key/scheme`` for any other scheme, which is selected on its own; a variant
+    row without its own lambda shares its base row's."""
+    key, scheme = _grid_key(row), parse_row(row)[2]
+    return key if scheme == "kgs" else f"{key}/{scheme}"
+
+
+def _own_choice(row: str) -> bool:
+    """Whether a row (not ``control``) is chosen on validation itself, rather than taking its
+    base row's lambda."""
+    variant = parse_row(row)[1]
+    return variant is None or VARIANTS[variant][2]
 
 
 def _method(config: BenchConfig, row: str, strength: float) -> tuple[MethodConfig, bool]:
@@ -217,13 +246,13 @@ def _method(config: BenchConfig, row: str, strength: float) -> tuple[MethodConfi
                             finetune_train=ft), False
     method, variant, _ = parse_row(row)
     changes = VARIANTS[variant][1] if variant else {}
-    reg_fields = {f.name for f in dataclasses.fields(RegularizerConfig)}
+    reg = {"strength": strength, "eps": config.eps, "normalize": config.normalize}
+    reg.update({k: v for k, v in changes.items()
+                if k in {f.name for f in dataclasses.fields(RegularizerConfig)}})
     return MethodConfig(
         method=method, reg_epochs=config.reg_epochs, finetune_epochs=config.finetune_epochs,
         rounds=changes.get("rounds", config.rounds),
-        regularizer=RegularizerConfig(strength=strength, eps=config.eps,
-                                      normalize=config.normalize,
-                                      **{k: v for k, v in changes.items() if k in reg_fields}),
+        regularizer=RegularizerConfig(**reg),
         admm=ADMMConfig(rho=strength, stages=config.admm_stages) if method == "admm"
         else ADMMConfig(),
         reg_train=reg_train, finetune_train=ft), True
@@ -366,6 +395,30 @@ def _test_fields(model: torch.nn.Module, test_set: MovingShapes) -> dict[str, An
             "mac_reduction": dense / kept}
 
 
+def _plan(config: BenchConfig) -> tuple[list[str], list[str]]:
+    """``(selected, variants)``: the rows whose lambda / rho is chosen on validation (one
+    choice per row: :func:`_choice_key`), and the variant rows that take their base row's
+    choice and start once it is made.
+
+    Raises:
+        ValueError: A row that chooses its own lambda has no grid entry, or a variant row's
+            base row is not a selected row.
+    """
+    grid = dict(config.grid)
+    variants = [r for r in config.rows if "/" in r and not _own_choice(r)]
+    selected = [r for r in config.rows if "/" in r and _own_choice(r) and
+                (_grid_key(r) in grid or parse_row(r)[1] is not None)]
+    for row in selected:
+        if _grid_key(row) not in grid:
+            raise ValueError(f"row {row!r} chooses its own lambda: grid needs a "
+                             f"{_grid_key(row)!r} entry")
+    for row in variants:
+        if _base_row(row) not in selected:
+            raise ValueError(f"row {row!r} ablates {_base_row(row)!r}, which is not a row with "
+                             f"a grid: add it to rows and its method to grid")
+    return selected, variants
+
+
 class _Inline:
     """A one-process stand-in for ``ProcessPoolExecutor`` (``jobs=1``)."""
 
@@ -391,12 +444,14 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
     same settings (``--plane``, another row set) loads them instead of training again.
 
     ``jobs`` > 1 trains that many rows at once in worker processes (spawned), each with
-    ``threads // jobs`` threads: on 2 cores two 1-thread jobs do 1.3x the work of one
-    2-thread job (c3d_small's step: 0.79 s per thread-job against 0.47 s). Every row depends
-    only on its dense model, its settings and its seeds, so the schedule changes no result
-    beyond float rounding of the thread count.
+    ``threads // jobs`` threads. On 2 cores two 1-thread jobs step as fast as one 2-thread
+    job (c3d_small: 0.82-0.86 s per step each against 0.43 s); the gain is in the serial parts
+    (data loading, per-step Python, evaluation) and in training the dense models side by side.
+    Every row depends only on its dense model, its settings and its seeds (and on float
+    rounding, i.e. the thread count), not on the schedule.
     """
     start = time.time()
+    selected, variants = _plan(config)  # bad rows fail before any work
     threads = threads or torch.get_num_threads()
     per_job = max(1, threads // jobs)
     shape = default_input_shape(MODEL)
@@ -424,17 +479,9 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
         pool = _Inline(config, per_job, progress)
     test_set = (_datasets(config, ("test",)) if jobs > 1 else _WORKER["data"])["test"]
     grid = dict(config.grid)
-    # rows whose lambda / rho is chosen on validation (one choice per row: _choice_key); a
-    # variant row starts once its base row's choice is made
-    selected = [r for r in config.rows if parse_row(r)[0] in grid and parse_row(r)[1] is None]
-    variants = [r for r in config.rows if parse_row(r)[1] is not None]
-    for row in variants:
-        if _base_row(row) not in selected:
-            raise ValueError(f"row {row!r} ablates {_base_row(row)!r}, which is not a row with "
-                             f"a grid: add it to rows and its method to grid")
     replicates = [(d, o) for d in config.dense_seeds for o in config.order_seeds]
     first = replicates[0]
-    n_jobs = (len(config.dense_seeds) + sum(len(grid[parse_row(r)[0]]) for r in selected)
+    n_jobs = (len(config.dense_seeds) + sum(len(grid[_grid_key(r)]) for r in selected)
               + len(replicates) * len(config.rows) - len(selected))
     bar = tqdm(total=n_jobs, desc="pruning_accuracy", unit="job", disable=not progress,
                position=0)
@@ -475,7 +522,7 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
         # keyed by the method). Rows that need no choice start meanwhile.
         pending: dict[concurrent.futures.Future, tuple[str, Any]] = {}
         for row in selected:
-            for value in grid[parse_row(row)[0]]:
+            for value in grid[_grid_key(row)]:
                 pending[pool.submit(_row_job, row, value, first[0], states[first[0]],
                                     first[1], False)] = ("select", row)
         for d, o in replicates:
@@ -492,13 +539,13 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
                 bar.update()
                 if kind == "select":
                     result["selection"].append({
-                        "method": parse_row(row)[0], "scheme": parse_row(row)[2],
+                        "method": _grid_key(row), "scheme": parse_row(row)[2],
                         "value": r["strength"], "val_end": r["val_end"],
                         "pruned_energy": r["pruned_energy"], "seconds": r["seconds"]})
                     _say(f"select {row:>18} {r['strength']:<8g}: val {r['val_end']:.4f}, "
                          f"pruned energy {r['pruned_energy']:.3f}, {r['seconds']:.0f} s")
                     candidates[row].append(r)
-                    if len(candidates[row]) < len(grid[parse_row(row)[0]]):
+                    if len(candidates[row]) < len(grid[_grid_key(row)]):
                         save()
                         continue
                     # every value done: choose on validation (ties: the smaller value), then
@@ -656,8 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                              "judge KGS - plane per method")
     parser.add_argument("--ablations", action="store_true",
                         help="rows: reweighted/kgs and its ablations (VARIANTS: plain P, one "
-                             "round) at reweighted's chosen lambda, judged as reweighted - "
-                             "variant")
+                             "round, raw norms) at reweighted's chosen lambda, judged as "
+                             "reweighted - variant")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads in all (split among --jobs)")

@@ -116,15 +116,19 @@ def test_ablation_rows_change_one_setting_and_are_judged():
     assert bench.parse_row("control") == ("control", None, None)
     with pytest.raises(ValueError, match="unknown variant 'p3'"):
         bench.parse_row("reweighted+p3/kgs")
-    config = dataclasses.replace(bench.BenchConfig(), rows=bench.ABLATION_ROWS)  # 2 rounds
+    config = dataclasses.replace(bench.BenchConfig(), rows=bench.ABLATION_ROWS)  # 3 rounds
     base, _ = bench._method(config, "reweighted/kgs", 0.01)
     for row in bench.ABLATION_ROWS[1:]:
-        assert bench._choice_key(row) == "reweighted"  # the base row's lambda
         method, _ = bench._method(config, row, 0.01)
         changed = {f for f in ("rounds",) if getattr(method, f) != getattr(base, f)} | {
             f"regularizer.{f}" for f in ("power", "normalize", "strength", "eps")
             if getattr(method.regularizer, f) != getattr(base.regularizer, f)}
-        assert len(changed) == 1, (row, changed)
+        if row == "reweighted+raw/kgs":  # raw norms: another scale, so its own eps and lambda
+            assert changed == {"regularizer.normalize", "regularizer.eps"}
+            assert bench._choice_key(row) == "reweighted+raw"
+        else:
+            assert len(changed) == 1, (row, changed)
+            assert bench._choice_key(row) == "reweighted"  # the base row's lambda
     assert bench._method(config, "reweighted+p1/kgs", 0.01)[0].regularizer.power == 1.0
     claims = [c[0] for c in bench.comparisons(config.rows)]
     assert "reweighted/kgs - reweighted+r1/kgs (P from the dense weights only, never " \
@@ -132,3 +136,6 @@ def test_ablation_rows_change_one_setting_and_are_judged():
     lonely = dataclasses.replace(config, rows=("reweighted+p1/kgs",))
     with pytest.raises(ValueError, match="ablates 'reweighted/kgs'"):
         bench.run(lonely, None, progress=False)
+    no_grid = dataclasses.replace(config, grid=(("reweighted", (0.01,)),))
+    with pytest.raises(ValueError, match="grid needs a 'reweighted\\+raw' entry"):
+        bench.run(no_grid, None, progress=False)
