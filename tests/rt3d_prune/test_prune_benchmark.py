@@ -139,3 +139,47 @@ def test_ablation_rows_change_one_setting_and_are_judged():
     no_grid = dataclasses.replace(config, grid=(("reweighted", (0.01,)),))
     with pytest.raises(ValueError, match="grid needs a 'reweighted\\+raw' entry"):
         bench.run(no_grid, None, progress=False)
+
+
+_ORPHAN = """
+import concurrent.futures, multiprocessing, os, sys, time
+sys.path.insert(0, {folder!r})
+import pruning_accuracy
+
+
+def sleeper(die):
+    if die:
+        pruning_accuracy._die_with_parent()
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    pool = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"))
+    print(pool.submit(os.getpid).result(), flush=True)
+    pool.submit(sleeper, {die})
+    time.sleep(2)
+    os._exit(0)  # the run's process dies without shutting its pool down
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("die", [True, False])
+def test_workers_die_with_the_run(tmp_path, die):
+    import os
+    import subprocess
+    import time
+
+    script = tmp_path / "run.py"
+    script.write_text(_ORPHAN.format(folder=str(_PATH.parent), die=die))
+    log = tmp_path / "out.txt"
+    with log.open("w") as out:  # a file, not a pipe: a surviving worker would hold a pipe open
+        subprocess.run([sys.executable, str(script)], stdout=out, timeout=120, check=True)
+    pid = int(log.read_text().split()[0])
+    deadline = time.time() + 10
+    while time.time() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.2)
+    alive = os.path.exists(f"/proc/{pid}")
+    if alive:
+        os.kill(pid, 9)
+    assert alive is not die  # without the death signal the worker outlives the run
