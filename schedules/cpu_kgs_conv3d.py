@@ -26,6 +26,7 @@ Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give th
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -57,10 +58,14 @@ __all__ = [
     "AVX2",
     "AVX512",
     "COLUMN_BLOCK_MIN",
+    "COLUMN_PAD_SHARE",
     "NEON",
+    "POINTWISE_TILE_POSITIONS",
     "CPUConfig",
     "KGSConv3DCPU",
+    "accumulators",
     "column_block",
+    "column_multiple",
     "cpu_config",
     "depth_rows",
     "is_arm",
@@ -69,6 +74,9 @@ __all__ = [
     "rows_outer_default",
     "schedule_cpu",
     "schedule_kgs_conv3d_cpu",
+    "tile_channels",
+    "tiles_channels",
+    "untuned_tile",
     "vector_axis_default",
     "w_is_contiguous",
 ]
@@ -90,11 +98,15 @@ class CPUConfig:
         Fewest lanes a W tile may put in a part-filled vector after whole ones (see
         :func:`register_tile`); 1 allows any.
     column_block : int
-        Longest block of columns the column loop is split into when a group has more than
-        :data:`COLUMN_BLOCK_MIN` (see :func:`column_block`); 0: never split.
+        Columns per block of a group's column loop (see :func:`column_block`), and the
+        multiple the KGS rewrite pads every group's columns to (:func:`column_multiple`);
+        0: one loop, no padding.
     whole_rows : bool
         Output rows that are no whole vectors are computed as whole ones and cropped (see
         :func:`row_vector_lanes`).
+    channel_tile : int
+        Channels of a group the accumulator tile holds along ``"w"`` (the column loop then
+        runs once per tile of channels; see :func:`tile_channels`); 0: the whole group.
     """
 
     name: str
@@ -103,15 +115,20 @@ class CPUConfig:
     min_tail: int = 1
     column_block: int = 0
     whole_rows: bool = False
+    channel_tile: int = 0
 
 
 #: AVX2: 16 vector registers, 12 for accumulators. A W tile of 8 + 2 positions (10-wide: X3D's
 #: 10x10 and 20x20 depthwise maps) ran 3-5x slower on Zen 3 than a 5-wide one (X3D-S's
 #: 432-channel 10x10 depthwise conv: 4.23 -> 0.83 ms; 216 channels on 20x20: 5.43 -> 1.68):
-#: a part-filled vector needs at least half its lanes. Groups with many columns run their
-#: column loop in blocks (:func:`column_block`).
-AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=216,
-                 whole_rows=True)
+#: a part-filled vector needs at least half its lanes. The accumulator tile holds 4 of a
+#: group's 8 channels x 2 rows x 8 positions: per column 2 input loads and 4 broadcasts feed
+#: 8 FMAs, where 8 channels x 8 positions needed 1 load and 8 broadcasts (broadcasts, not
+#: FMAs, bounded the loop). With column loops in blocks of 32 (columns padded to a multiple),
+#: interleaved on Zen 3, C3D dense conv2-conv4b: 44-59 -> 64-82 G MAC/s; at the paper's
+#: preset (conv3a/3b/4b 80 %): 30-50 -> 52-66.
+AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=32,
+                 whole_rows=True, channel_tile=4)
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
 #: registers each, spilling (measured: 10x slower).
@@ -152,25 +169,67 @@ def row_vector_lanes(target: Target | None) -> int:
     return config.lanes if config.whole_rows else 0
 
 
-#: A group's column loop is blocked (:func:`column_block`) when it has more columns than this:
-#: one sweep of them per W tile then reads more input lines (64 B each) than L2 holds.
-COLUMN_BLOCK_MIN = 4096
-#: Shortest column block worth the accumulators' extra loads and stores.
-COLUMN_BLOCK_SHORTEST = 64
+#: Most padding :func:`column_multiple` adds, as a share of the columns.
+COLUMN_PAD_SHARE = 0.125
+#: Fewest columns a group's loop is blocked with (:func:`column_block`): pointwise layers
+#: of 64 and 128 input channels ran 1.1-1.5x slower in 32-column blocks (ir-CSN-50's
+#: 64 -> 256 on 8x32x32 maps: 4.4 -> 7.0 ms), layers of 256 and more as fast or faster.
+COLUMN_BLOCK_MIN = 256
 
 
-def column_block(columns: int, longest: int) -> int:
-    """Columns per block of a group's column loop, or 0 to keep one loop.
+def column_block(columns: int, block: int) -> int:
+    """Columns per block of a group's column loop: ``block`` when the group has a multiple
+    of it, and at least :data:`COLUMN_BLOCK_MIN` columns; 0 to keep one loop.
 
-    A blocked loop runs each block over every W tile of the row, the row's accumulators in
-    a local buffer, so the input lines a block reads stay in L1 across the tiles. On Zen 3
-    (AVX2), C3D's conv3b dense (6912 columns per group): 26.8 -> 46.5 G MAC/s in 216-column
-    blocks; at 85% KGS (1037 columns) blocks were 1.2-1.8x slower, and conv2 dense (1728)
-    and conv4b at 80% (2765) no faster, hence the threshold :data:`COLUMN_BLOCK_MIN`."""
-    if longest <= 0 or columns <= COLUMN_BLOCK_MIN:
+    A blocked loop runs each block over every W tile and channel tile of the row, the row's
+    accumulators in a local buffer, so the input lines a block reads stay in L1 across the
+    tiles. On Zen 3 (AVX2), interleaved, with the 4-channel tile: 32-column blocks against
+    one loop, C3D conv3b dense (6912 columns) 52 -> 67 G MAC/s, conv4b at 80 % (2764 columns,
+    padded to 2784) 32 -> 54, conv2 at 85 % (260 -> 288) 45 -> 58; 64-column blocks ran as
+    fast on the large layers and slower on the small ones, a block that does not divide the
+    columns (a predicate on every column) 2-3x slower: the rewrite pads the columns instead
+    (:func:`column_multiple`)."""
+    if block <= 0 or columns % block or columns < COLUMN_BLOCK_MIN:
         return 0
-    block = largest_divisor(columns, longest)
-    return block if block >= COLUMN_BLOCK_SHORTEST else 0
+    return block
+
+
+def column_multiple(target: Target | None, columns: int) -> int:
+    """The multiple the KGS rewrite pads a group's ``columns`` (the longest group's count)
+    to on ``target``, 1 for none: :attr:`CPUConfig.column_block` on CPU targets that block
+    their column loops (:func:`column_block`), when the padding adds at most
+    :data:`COLUMN_PAD_SHARE` of the columns (zero weights at a valid address: computed, not
+    counted)."""
+    if target is None or "cpu" not in target.keys:
+        return 1
+    block = cpu_config(target).column_block
+    if block <= 0 or columns < COLUMN_BLOCK_MIN:
+        return 1
+    pad = -columns % block
+    return block if pad <= COLUMN_PAD_SHARE * columns else 1
+
+
+#: Pointwise (1x1x1) layers take the channel tile and column blocks only on maps of at most
+#: this many output positions: ir-CSN-50's on 2x8x8 and 1x4x4 maps ran 1.2-1.6x faster with
+#: them, those on 8x32x32 and 4x16x16 maps and X3D-XS's on 4x10x10 0.7-0.9x as fast (Zen 3,
+#: interleaved, per layer); every layer with more taps gained.
+POINTWISE_TILE_POSITIONS = 256
+
+
+def tiles_channels(kernel: Sequence[int], positions: int) -> bool:
+    """Whether a layer with ``kernel`` and ``positions`` output positions per batch item takes
+    :attr:`CPUConfig.channel_tile` and :attr:`CPUConfig.column_block` (see
+    :data:`POINTWISE_TILE_POSITIONS`)."""
+    taps = 1
+    for k in kernel:
+        taps *= int(k)
+    return taps > 1 or positions <= POINTWISE_TILE_POSITIONS
+
+
+def tile_channels(group_m: int, tile: int) -> int:
+    """Channels of a ``group_m``-channel group one accumulator tile holds along ``"w"``:
+    ``tile`` when it splits the group into equal tiles, else the whole group."""
+    return tile if 0 < tile < group_m and group_m % tile == 0 else group_m
 
 
 #: Rows go outside groups when the compacted weights are at most this large. Rows outside
@@ -236,7 +295,8 @@ def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:
 
 
 def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,
-                  vector_axis: str, min_tail: int = 1) -> tuple[int, int]:
+                  vector_axis: str, min_tail: int = 1,
+                  w_registers: int = MAX_W_REGISTERS) -> tuple[int, int]:
     """The untuned register tile ``(R, Rh)`` within ``max_registers`` vector registers.
 
     Along ``"m"`` each of the ``R * Rh`` accumulators holds ``g_m`` channels (one register
@@ -245,7 +305,9 @@ def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,
     lines per FMA), then rows fill the rest of the budget (fewer weight loads per FMA).
     Along ``"w"``, a tile longer than one vector whose last vector holds fewer than
     ``min_tail`` lanes (10 = 8 + 2 with ``min_tail = 4``) is not taken when a shorter one is
-    (:attr:`CPUConfig.min_tail`).
+    (:attr:`CPUConfig.min_tail`), nor one of more than ``w_registers`` registers (a tile of
+    part of a group's channels takes one while rows fill the budget: 4 channels x 2 rows x 8
+    positions ran 1.1-1.2x faster than 4 x 1 x 16 on C3D's and 16-wide maps, Zen 3).
     """
     if vector_axis == "m":
         per_position = -(-gm // lanes)
@@ -258,7 +320,7 @@ def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,
     # slower (measured); rows along H and D fill the rest of the register budget. Whole
     # registers are preferred unless they lose more than a quarter of the tile (40 -> 8, not
     # 10; 56 stays 14).
-    cap = lanes * min(regs_per_row, MAX_W_REGISTERS)
+    cap = lanes * min(regs_per_row, w_registers)
     fits = [r for r in range(1, cap + 1)
             if ow % r == 0 and (r <= lanes or r % lanes == 0 or r % lanes >= min_tail)]
     best = max(fits)
@@ -276,6 +338,24 @@ def depth_rows(od: int, rows_left: int) -> int:
     return largest_divisor(od, max(1, rows_left))
 
 
+def untuned_tile(ow: int, oh: int, od: int, gm: int, lanes: int, max_registers: int,
+                 vector_axis: str, min_tail: int = 1,
+                 w_registers: int = MAX_W_REGISTERS) -> tuple[int, int, int]:
+    """The untuned ``(R, Rh, Rd)``: :func:`register_tile`, then rows along D in the registers
+    it leaves (:func:`depth_rows`)."""
+    r_w, r_h = register_tile(ow, oh, gm, lanes, max_registers, vector_axis, min_tail,
+                             w_registers)
+    per_row = accumulators((r_w, 1, 1), gm, lanes, vector_axis)
+    return r_w, r_h, depth_rows(od, max_registers // (per_row * r_h))
+
+
+def accumulators(tile: Sequence[int], gm: int, lanes: int, vector_axis: str) -> int:
+    """Vector registers an ``(R, Rh, Rd)`` accumulator tile of ``gm`` channels takes."""
+    r_w, r_h, r_d = tile
+    per_row = r_w * -(-gm // lanes) if vector_axis == "m" else gm * -(-r_w // lanes)
+    return per_row * r_h * r_d
+
+
 def schedule_kgs_conv3d_cpu(
     sch: s_tir.Schedule,
     fixed: bool = True,
@@ -284,7 +364,8 @@ def schedule_kgs_conv3d_cpu(
     rows_outer: bool | None = None,
     vector_axis: str | None = None,
     min_tail: int = 1,
-    max_column_block: int = 0,
+    block_columns: int = 0,
+    channel_tile: int = 0,
 ) -> s_tir.Schedule:
     """Schedule one KGS conv3d PrimFunc (in place) for a CPU.
 
@@ -311,10 +392,13 @@ def schedule_kgs_conv3d_cpu(
         ``None``: :func:`vector_axis_default`.
     min_tail : int
         :attr:`CPUConfig.min_tail` of the target (for the untuned register tile).
-    max_column_block : int
-        :attr:`CPUConfig.column_block` of the target: groups with many columns run their
-        column loop in blocks of at most this many (:func:`column_block`; along ``"w"``,
-        one task per group's rows, not channel-wise); 0: one loop.
+    block_columns : int
+        :attr:`CPUConfig.column_block` of the target: groups whose column count is a
+        multiple of it run their column loop in blocks of this many (:func:`column_block`;
+        along ``"w"``, not channel-wise); 0: one loop.
+    channel_tile : int
+        :attr:`CPUConfig.channel_tile` of the target: along ``"w"``, the accumulator tile
+        holds this many of a group's channels (:func:`tile_channels`); 0: all of them.
 
     Returns
     -------
@@ -330,16 +414,33 @@ def schedule_kgs_conv3d_cpu(
     gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))
     n, m, d, h, w, t = sch.get_loops(blk)
     g, mi = sch.split(m, [None, gm])
+    kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
+    positions = 1
+    for loop in (d, h, w):
+        positions *= int(sch.get(loop).extent)
+    if not tiles_channels(kernel, positions):
+        channel_tile = block_columns = 0
+    gm_tile = tile_channels(gm, channel_tile) if vector_axis == "w" else gm
+    mo = None
+    if gm_tile < gm:
+        # tiles of the group's channels, each running the whole column loop
+        mo, mi = sch.split(mi, [None, gm_tile])
     ow, oh, od = (int(sch.get(loop).extent) for loop in (w, h, d))
-    fixed_tile = register_tile(ow, oh, gm, lanes, max_registers, vector_axis, min_tail)
-    per_row = (fixed_tile[0] * -(-gm // lanes) if vector_axis == "m"
-               else gm * -(-fixed_tile[0] // lanes))
-    fixed_d = depth_rows(od, max_registers // (per_row * fixed_tile[1]))
+    w_registers = 1 if mo is not None else MAX_W_REGISTERS
+    fixed_tile = untuned_tile(ow, oh, od, gm_tile, lanes, max_registers, vector_axis,
+                              min_tail, w_registers)
+    if mo is not None and 2 * accumulators(fixed_tile, gm_tile, lanes, vector_axis) <= \
+            max_registers:
+        # rows leave most accumulators unused (X3D-XS's pointwise convs on 5 rows of 80:
+        # 4 of 12): a longer W tile instead
+        w_registers = MAX_W_REGISTERS
+        fixed_tile = untuned_tile(ow, oh, od, gm_tile, lanes, max_registers, vector_axis,
+                                  min_tail, w_registers)
     max_w = max_registers if vector_axis == "m" else lanes * max(
-        1, min(max_registers // gm, MAX_W_REGISTERS))
+        1, min(max_registers // gm_tile, w_registers))
     r_w = tile(sch, w, max_w, fixed_tile[0] if fixed else None)
     r_h = tile(sch, h, max(1, max_registers // 4), fixed_tile[1] if fixed else None)
-    r_d = tile(sch, d, max(1, max_registers // 4), fixed_d if fixed else None)
+    r_d = tile(sch, d, max(1, max_registers // 4), fixed_tile[2] if fixed else None)
     wo, wi = sch.split(w, r_w)
     ho, hi = sch.split(h, r_h)
     do, di = sch.split(d, r_d)
@@ -347,17 +448,18 @@ def schedule_kgs_conv3d_cpu(
     per_channel_pad = (not rows_outer and _channel_multiplier(sch) > 0
                        and int(sch.get(n).extent) * int(sch.get(g).extent) >= CHANNEL_TASKS_MIN)
     block = 0 if vector_axis == "m" or _channel_multiplier(sch) > 0 else column_block(
-        int(sch.get(t).extent), max_column_block)
+        int(sch.get(t).extent), block_columns)
     row = (n, do, ho, g) if rows_outer else (n, g, do, ho)
+    channel_tiles = [] if mo is None else [mo]
     if block:
         # blocks of columns outside the W tiles: the accumulators of the group's whole row
         # live in a local buffer, loaded and stored once per block and W tile
         to, ti = sch.split(t, [None, block])
-        sch.reorder(*row, to, wo, ti, *inner)
+        sch.reorder(*row, to, wo, *channel_tiles, ti, *inner)
         reduction, write_at = to, row[-1]
     else:
-        sch.reorder(*row, wo, t, *inner)
-        reduction, write_at = t, wo
+        sch.reorder(*row, wo, *channel_tiles, t, *inner)
+        reduction, write_at = t, (channel_tiles or [wo])[-1]
     acc = sch.cache_write(blk, 0, "local")
     if vector_axis == "m":
         # the accumulators' own layout with the vector axis innermost: in the output's
@@ -415,7 +517,8 @@ def schedule_cpu(sch: s_tir.Schedule, fixed: bool = True, target: Target | None 
     return schedule_kgs_conv3d_cpu(sch, fixed=fixed, lanes=config.lanes,
                                    max_registers=config.max_registers,
                                    min_tail=config.min_tail,
-                                   max_column_block=config.column_block,
+                                   block_columns=config.column_block,
+                                   channel_tile=config.channel_tile,
                                    rows_outer=rows_outer, vector_axis=vector_axis)
 
 

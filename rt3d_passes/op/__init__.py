@@ -18,6 +18,7 @@ from .kgs_conv3d import geometry_kwargs as geometry_kwargs
 from .kgs_conv3d import kgs_conv3d_attrs as kgs_conv3d_attrs
 from .kgs_conv3d import kgs_conv3d_primfunc as kgs_conv3d_primfunc
 from .kgs_conv3d import kgs_conv3d_te as kgs_conv3d_te
+from .kgs_conv3d import pad_columns as pad_columns
 from .kgs_conv3d import pointwise_rows as pointwise_rows
 from .kgs_conv3d import reads_flat_input as reads_flat_input
 from .kgs_conv3d import whole_vector_rows as whole_vector_rows

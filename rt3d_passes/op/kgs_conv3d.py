@@ -47,6 +47,7 @@ zero channel, so the reads past a row stay in bounds).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -80,6 +81,7 @@ __all__ = [
     "kgs_conv3d_attrs",
     "kgs_conv3d_primfunc",
     "kgs_conv3d_te",
+    "pad_columns",
     "pointwise_rows",
     "reads_flat_input",
     "whole_vector_rows",
@@ -199,6 +201,22 @@ def channel_multiplier(packed: KGSCompact, geometry: Conv3DGeometry) -> int:
     kept = np.arange(packed.columns.shape[1])[None, :] < packed.counts[:, None]
     owner = np.broadcast_to((np.arange(packed.columns.shape[0]) // k)[:, None], kept.shape)
     return k if np.array_equal(packed.columns[..., 0][kept], owner[kept]) else 0
+
+
+def pad_columns(packed: KGSCompact, multiple: int) -> KGSCompact:
+    """``packed`` with every group padded to a multiple of ``multiple`` columns, the way the
+    format pads short groups (column ``(0, 0, 0, 0)``, zero weights, ``counts`` unchanged), so
+    a schedule can split the column loop into equal blocks
+    (``schedules.cpu_kgs_conv3d.column_multiple``); ``packed`` itself when it already is."""
+    columns = packed.max_columns
+    extra = -columns % max(1, int(multiple))
+    if not extra:
+        return packed
+
+    def _pad(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a, np.zeros((a.shape[0], extra, a.shape[2]), a.dtype)], axis=1)
+
+    return dataclasses.replace(packed, values=_pad(packed.values), columns=_pad(packed.columns))
 
 
 def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import tvm
 from tvm import IRModule, relax
 from tvm.target import Target
 
 from schedules.contract import KGS_CONV3D_BLOCK
-from schedules.cpu_kgs_conv3d import row_vector_lanes
+from schedules.cpu_kgs_conv3d import column_multiple, row_vector_lanes, tiles_channels
 
 from ..op.kgs_conv3d import (
     Conv3DGeometry,
@@ -17,6 +18,7 @@ from ..op.kgs_conv3d import (
     column_offsets,
     kgs_conv3d_attrs,
     kgs_conv3d_te,
+    pad_columns,
     pointwise_rows,
     reads_flat_input,
     whole_vector_rows,
@@ -123,10 +125,13 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         # no padding: the operator gathers from a flat view (a reshape, no copy)
         data = bb.emit(relax.op.reshape(data, [input_shape[0], geo.padded_size]))
     multiplier = channel_multiplier(packed, geo)
-    # rows of whole vectors along W where the target wants them (the pipeline and tuning's
-    # task extraction both rewrite inside the target's scope)
-    extent = 0 if multiplier else whole_vector_rows(
-        geo, row_vector_lanes(Target.current(allow_none=True)))
+    # rows of whole vectors along W and column counts the column blocks divide, where the
+    # target wants them (the pipeline and tuning's task extraction both rewrite inside the
+    # target's scope)
+    target = Target.current(allow_none=True)
+    extent = 0 if multiplier else whole_vector_rows(geo, row_vector_lanes(target))
+    if not multiplier and tiles_channels(geo.kernel, int(np.prod(geo.output_spatial))):
+        packed = pad_columns(packed, column_multiple(target, packed.max_columns))
     call = bb.call_te(
         kgs_conv3d_te,
         data,

@@ -7,7 +7,13 @@ from tvm import relax
 
 import rt3d_passes
 from rt3d_passes import sparsity as S
-from rt3d_passes.op import Conv3DGeometry, column_offsets, kgs_conv3d_attrs, kgs_conv3d_te
+from rt3d_passes.op import (
+    Conv3DGeometry,
+    column_offsets,
+    kgs_conv3d_attrs,
+    kgs_conv3d_te,
+    pad_columns,
+)
 from rt3d_passes.testing import structured_weight
 from tests.conftest import assert_close_rel, conv3d_reference, run_vm
 
@@ -264,18 +270,19 @@ def test_unpadded_conv_reads_a_flat_view(rng):
 AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3", "num-cores": 2})
 
 
-@pytest.mark.parametrize("target,extent", [
-    (AVX2, 16),
-    (tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}), 0),         # AVX-512: unmeasured
-    (tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}), 0),
-    (None, 0),
+@pytest.mark.parametrize("target,extent,multiple", [
+    (AVX2, 16, 32),
+    (tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}), 0, 1),     # AVX-512: unmeasured
+    (tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}), 0, 1),
+    (None, 0, 1),
 ])
-def test_rows_of_whole_vectors_on_avx2_targets(rng, target, extent):
+def test_rows_and_columns_for_the_target(rng, target, extent, multiple):
     """Inside an AVX2 target's scope, a conv whose 14-wide rows are no whole vectors becomes
-    the operator computing 16-wide rows (``op.whole_vector_rows``), cropped; other targets,
-    and a rewrite outside any target, keep the rows."""
-    w = structured_weight((16, 16, 3, 3, 3), "kgs", 0.5, (8, 4), rng)
-    x_shape = (1, 16, 4, 14, 14)
+    the operator computing 16-wide rows (``op.whole_vector_rows``), cropped, and its groups'
+    columns (32 channels x 27 taps x half, 432) are padded to a multiple of the column block
+    (``pad_columns``, 448); other targets, and a rewrite outside any target, keep both."""
+    w = structured_weight((16, 32, 3, 3, 3), "kgs", 0.5, (8, 4), rng, balanced=True)
+    x_shape = (1, 32, 4, 14, 14)
     before = _before([w], x_shape)
     if target is None:
         after = rt3d_passes.RewriteKGSConv3D(group=(8, 4))(before)
@@ -287,7 +294,8 @@ def test_rows_of_whole_vectors_on_avx2_targets(rng, target, extent):
     x = relax.Var("x", relax.TensorType(x_shape, "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            packed = S.compact(w, (8, 4))
+            packed = pad_columns(S.compact(w, (8, 4)), multiple)
+            assert packed.values.shape[1] == (448 if multiple > 1 else 432)
             geo = Conv3DGeometry(x_shape, w.shape[2:], padding=(1, 1, 1))
             h = bb.emit(bb.call_te(
                 kgs_conv3d_te, x, relax.const(packed.values),

@@ -206,27 +206,77 @@ def test_avx2_depthwise_on_ten_wide_maps_matches_torch(rng):
 
 
 @pytest.mark.parametrize("m,row_extent", [(16, 0), (13, 16)])
-def test_column_blocks_match_torch(rng, m, row_extent):
-    """A group with more than COLUMN_BLOCK_MIN columns (160 channels x 27 taps) runs its
-    column loop in blocks outside the W tiles (the row's accumulators in a local buffer),
-    also with a partial last group and 16-wide rows cropped to 14; the output equals
-    PyTorch's and every element is written."""
-    from rt3d_passes.op import Conv3DGeometry
-    from schedules.cpu_kgs_conv3d import COLUMN_BLOCK_MIN, column_block
+@pytest.mark.parametrize("tile", [0, 4])
+def test_column_blocks_match_torch(rng, m, row_extent, tile):
+    """A group whose column count (148 channels x 27 taps, padded to a multiple of 32) the
+    block divides runs its column loop in blocks outside the W tiles (the row's
+    accumulators in a local buffer), with whole or 4-channel tiles, also with a partial last
+    group and 16-wide rows cropped to 14; the output equals PyTorch's and every element is
+    written."""
+    from rt3d_passes.op import Conv3DGeometry, pad_columns
+    from schedules.cpu_kgs_conv3d import column_block
     from tests.conftest import assert_close_rel, conv3d_reference, run_kgs
 
-    shape = (1, 160, 2, 4, 14)
-    w = structured_weight((m, 160, 3, 3, 3), "kgs", 0.0, (8, 4), rng)
-    packed = S.compact(w, (8, 4))
+    shape = (1, 148, 2, 4, 14)
+    w = structured_weight((m, 148, 3, 3, 3), "kgs", 0.0, (8, 4), rng)
+    packed = pad_columns(S.compact(w, (8, 4)), 32)
     columns = packed.values.shape[1]
-    assert columns > COLUMN_BLOCK_MIN and column_block(columns, 216) == 216
-    assert column_block(COLUMN_BLOCK_MIN, 216) == 0 and column_block(4099, 216) == 0  # prime
+    assert columns == 4000 and column_block(columns, 32) == 32
+    assert column_block(3996, 32) == 0 and column_block(32, 32) == 0  # no multiple; one block
     geo = Conv3DGeometry(shape, (3, 3, 3), padding=(1, 1, 1))
     func = kgs_conv3d_primfunc(shape, packed, padding=(1, 1, 1), row_extent=row_extent)
-    sch = schedules.schedule_kgs_conv3d_cpu(s_tir.Schedule(func), max_column_block=216)
-    extents = [int(sch.get(loop).extent)
-               for loop in sch.get_loops(sch.get_sblock("kgs_conv3d_update"))]
-    assert columns // 216 in extents and 216 in extents  # (blocks, columns per block)
+    sch = schedules.schedule_kgs_conv3d_cpu(s_tir.Schedule(func), block_columns=32,
+                                            channel_tile=tile, vector_axis="w")
+    loops = {sch.get(loop).loop_var.name: int(sch.get(loop).extent)
+             for loop in sch.get_loops(sch.get_sblock("kgs_conv3d_update"))}
+    assert columns // 32 in loops.values() and 32 in loops.values()  # blocks, block columns
+    assert loops.get("m_1_0") == (2 if tile else None)  # two tiles of 4 channels
     x = rng.standard_normal(shape).astype(np.float32)
     out = run_kgs(sch.mod, x, packed, geo, m)
     assert_close_rel(out, conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
+
+
+def test_avx2_tiles_channels_and_pads_columns_to_its_blocks():
+    """AVX2 holds 4 of a group's 8 channels x 2 rows x one vector in accumulators, and asks
+    the rewrite for column counts its 32-column blocks divide, when the padding is at most
+    an eighth of the columns; other targets keep whole groups and their column counts."""
+    from schedules.cpu_kgs_conv3d import (
+        AVX2,
+        AVX512,
+        NEON,
+        column_multiple,
+        register_tile,
+        tile_channels,
+    )
+
+    assert (AVX2.channel_tile, AVX512.channel_tile, NEON.channel_tile) == (4, 0, 0)
+    assert tile_channels(8, 4) == 4 and tile_channels(8, 0) == 8
+    assert tile_channels(4, 4) == 4 and tile_channels(6, 4) == 6 and tile_channels(1, 4) == 1
+    for ow, oh in ((56, 56), (32, 28), (16, 14)):  # C3D's maps, rows of whole vectors
+        assert register_tile(ow, oh, 4, 8, AVX2.max_registers, "w", AVX2.min_tail, 1) == (8, 2)
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    assert column_multiple(avx2, 2764) == 32 and column_multiple(avx2, 6912) == 32
+    assert column_multiple(avx2, 260) == 32  # 28 more: within an eighth
+    assert column_multiple(avx2, 36) == 1  # 28 more on 36: too many
+    for other in (tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}),
+                  tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}),
+                  tvm.target.Target("qcom/adreno-opencl"), None):
+        assert column_multiple(other, 2764) == 1
+
+
+def test_pointwise_layers_on_large_maps_keep_whole_groups(rng):
+    """A pointwise layer on a map of more than POINTWISE_TILE_POSITIONS positions keeps the
+    whole group in its tile and one column loop (it ran slower tiled); on a small map, and any
+    3x3x3 layer, takes the 4-channel tile."""
+    from schedules.cpu_kgs_conv3d import POINTWISE_TILE_POSITIONS, tiles_channels
+
+    assert tiles_channels((3, 3, 3), 10**6) and tiles_channels((1, 1, 1), 128)
+    assert not tiles_channels((1, 1, 1), POINTWISE_TILE_POSITIONS + 1)
+    for shape, tiled in (((1, 32, 4, 16, 16), False), ((1, 32, 2, 8, 8), True)):
+        w = structured_weight((16, 32, 1, 1, 1), "dense", 0, rng=rng)
+        func = kgs_conv3d_primfunc(shape, S.compact(w, (8, 4)))
+        sch = schedules.schedule_kgs_conv3d_cpu(s_tir.Schedule(func), channel_tile=4,
+                                                block_columns=32, vector_axis="w")
+        names = [sch.get(loop).loop_var.name
+                 for loop in sch.get_loops(sch.get_sblock("kgs_conv3d_update"))]
+        assert ("m_1_0" in names) == tiled, names
