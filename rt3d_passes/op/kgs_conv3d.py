@@ -443,13 +443,15 @@ def whole_vector_rows(geometry: Conv3DGeometry, lanes: int) -> int:
     A row of ``OW`` positions, no multiple of ``lanes``, is computed ``ceil(OW / lanes)``
     vectors long and cropped: a part-filled vector is assembled from several loads and
     shuffles and stored lane by lane (C3D's 28- and 14-wide maps give 7-lane vectors on AVX2).
-    Only for rows longer than one vector, at most :data:`ROW_EXTENT_MAX_WASTE` longer, of a
-    padded copy read with unit stride along W (not channel-wise). AVX2, interleaved, 2
-    threads: C3D conv3a at 80% KGS 31.9 -> 24.1 ms, conv3b at 85% 54.4 -> 43.2, conv4b at 80%
-    38.7 -> 35.7; conv5a (7 -> 8) 3.73 -> 3.95, hence longer than one vector only.
+    Only for rows at most :data:`ROW_EXTENT_MAX_WASTE` longer, of a padded copy read with unit
+    stride along W (not channel-wise). AVX2, interleaved, 2 threads: C3D conv3a at 80% KGS
+    31.9 -> 24.1 ms, conv3b at 85% 54.4 -> 43.2, conv4b at 80% 38.7 -> 35.7. Rows of 7 (C3D's
+    conv5, R(2+1)D's layer4) became faster as rows of 8 with the 4-channel tile
+    (``schedules.cpu_kgs_conv3d.AVX2``): conv5a dense 42 -> 59 G MAC/s, at 80% 38 -> 48
+    (with the 8-channel tile they had run 3.73 -> 3.95 ms, slower).
     """
     ow = geometry.output_spatial[2]
-    if lanes <= 0 or ow <= lanes or reads_flat_input(geometry) or geometry.w_phases > 1:
+    if lanes <= 0 or reads_flat_input(geometry) or geometry.w_phases > 1:
         return 0
     extent = -(-ow // lanes) * lanes
     num, den = ROW_EXTENT_MAX_WASTE

@@ -276,7 +276,8 @@ def test_pointwise_rows(shape, kernel, padding, rows):
     ((1, 8, 2, 14, 14), (3, 3, 3), (1, 1, 1), (1, 1, 1), 4, 16),    # 4 lanes: 16 / 14 = 8/7
     ((1, 8, 2, 10, 10), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),     # 16 / 10 wastes too much
     ((1, 8, 2, 56, 56), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),     # whole vectors already
-    ((1, 8, 2, 7, 7), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),       # one vector: conv5's "m"
+    ((1, 8, 2, 7, 7), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 8),       # C3D conv5: 7 -> 8
+    ((1, 8, 2, 6, 6), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),       # 8 / 6 wastes too much
     ((1, 8, 2, 20, 20), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),     # 24 / 20 wastes too much
     ((1, 8, 2, 28, 28), (1, 1, 1), (1, 1, 1), (0, 0, 0), 8, 0),     # no padded copy
     ((1, 8, 2, 56, 56), (1, 3, 3), (1, 2, 2), (0, 1, 1), 8, 0),     # W phases (stride 2)
@@ -284,7 +285,7 @@ def test_pointwise_rows(shape, kernel, padding, rows):
 ])
 def test_whole_vector_rows(shape, kernel, strides, padding, lanes, extent):
     """Rows are computed as whole vectors only where that over-computes at most 8/7 of the
-    row, the row is longer than one vector, and a unit-stride padded copy is read."""
+    row and a unit-stride padded copy is read."""
     from rt3d_passes.op import whole_vector_rows
 
     geo = Conv3DGeometry(shape, kernel, strides, padding)
