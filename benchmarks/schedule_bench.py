@@ -199,6 +199,9 @@ def main() -> None:
     parser.add_argument("--work-dir", help="keep tuning databases here (default: temporary)")
     parser.add_argument("--out", default="benchmarks/results/schedule_bench.json")
     args = parser.parse_args()
+    bad = [r for r in args.rates if not 0.0 <= r < 1.0]
+    if bad:
+        parser.error(f"--rates are fractions of KGS columns pruned, in [0, 1): got {bad}")
 
     torch.set_num_threads(args.threads)
     set_num_threads(args.threads)
