@@ -14,10 +14,12 @@ the whole reduction, and per kept column loads one index. Two vector axes, a str
   store is a transpose. Needed when W is strided (the input row is not contiguous).
 
 and two loop orders (rows outside groups, or groups outside rows; see
-:func:`rows_outer_default`); on AVX2 a group with thousands of columns runs them in blocks
-outside the W tiles (:func:`column_block`). A partial last output group is cropped by the
-write-back of the register tile; a channel-wise operator with enough channels pads each channel
-inside the task that convolves it (:data:`CHANNEL_TASKS_MIN`).
+:func:`rows_outer_default`). On AVX2 the tile along ``"w"`` holds half a group's channels
+(:attr:`CPUConfig.channel_tile`: 4 broadcasts and 2 input loads per 8 FMAs) and a group's
+columns run in 32-column blocks outside the W and channel tiles (:func:`column_block`; the
+rewrite pads the columns to a multiple, :func:`column_multiple`). A partial last output
+group is cropped by the write-back of the register tile; a channel-wise operator with enough
+channels pads each channel inside the task that convolves it (:data:`CHANNEL_TASKS_MIN`).
 
 Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give the default):
 ``R`` and ``Rh`` (the W and H tiles) and the auto-unroll step of the parallel loop.
@@ -431,7 +433,7 @@ def schedule_kgs_conv3d_cpu(
                               min_tail, w_registers)
     if mo is not None and 2 * accumulators(fixed_tile, gm_tile, lanes, vector_axis) <= \
             max_registers:
-        # rows leave most accumulators unused (X3D-XS's pointwise convs on 5 rows of 80:
+        # rows leave most accumulators unused (an odd number of rows and one depth row:
         # 4 of 12): a longer W tile instead
         w_registers = MAX_W_REGISTERS
         fixed_tile = untuned_tile(ow, oh, od, gm_tile, lanes, max_registers, vector_axis,
