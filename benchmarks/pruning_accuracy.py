@@ -59,6 +59,7 @@ import argparse
 import concurrent.futures
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -409,13 +410,19 @@ def _row_job(row: str, strength: float, dense_seed: int, dense_state: dict[str, 
     return r
 
 
-def _test_fields(model: torch.nn.Module, test_set: MovingShapes) -> dict[str, Any]:
-    shape = default_input_shape(MODEL)
-    _, kept = total_macs(count_macs(model, shape))
+@functools.cache
+def _dense_macs() -> int:
+    """MACs of the unpruned model (they do not depend on its weights): counted once per
+    process."""
     dense, _ = total_macs(count_macs(build_model(MODEL, num_classes=MovingShapes.num_classes),
-                                     shape))
+                                     default_input_shape(MODEL)))
+    return dense
+
+
+def _test_fields(model: torch.nn.Module, test_set: MovingShapes) -> dict[str, Any]:
+    _, kept = total_macs(count_macs(model, default_input_shape(MODEL)))
     return {"test_top1": evaluate(model, DataLoader(test_set, 100)), "kept_macs": kept,
-            "mac_reduction": dense / kept}
+            "mac_reduction": _dense_macs() / kept}
 
 
 def _plan(config: BenchConfig) -> tuple[list[str], list[str]]:
@@ -534,8 +541,7 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
                  f"{', from ' + entry['cached'] if 'cached' in entry else ''})")
             bar.update()
             save()
-        result["dense_macs"], _ = total_macs(count_macs(_load_model(
-            states[config.dense_seeds[0]]), shape))
+        result["dense_macs"] = _dense_macs()
 
         def replicate(row: str, strength: float, d: int, o: int) -> concurrent.futures.Future:
             return pool.submit(_row_job, row, strength, d, states[d], o, True)
@@ -554,6 +560,7 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
                     pending[replicate(row, 0.0, d, o)] = ("row", row)
         candidates: dict[str, list[dict[str, Any]]] = {row: [] for row in selected}
         chosen: dict[str, float] = {}
+        order = {x: i for i, x in enumerate(config.rows)}
         while pending:
             done, _ = concurrent.futures.wait(pending, return_when="FIRST_COMPLETED")
             for future in done:
@@ -586,7 +593,6 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
                     r = best
                     r.update(_test_fields(_load_model(r.pop("state")), test_set))
                 result["rows"].append(r)
-                order = {x: i for i, x in enumerate(config.rows)}
                 result["rows"].sort(key=lambda x: (config.dense_seeds.index(x["dense_seed"]),
                                                    config.order_seeds.index(x["order_seed"]),
                                                    order[x["row"]]))

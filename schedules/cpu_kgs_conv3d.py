@@ -28,6 +28,7 @@ Knobs (``sample_perfect_tile`` / ``sample_categorical``; fixed decisions give th
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from tvm import s_tir, tirx
@@ -157,6 +158,11 @@ def cpu_config(target: Target | None = None) -> CPUConfig:
     return AVX2
 
 
+def _config_of_cpu(target: Target | None) -> CPUConfig | None:
+    """:func:`cpu_config` of a CPU ``target``; None for a GPU target or none at all."""
+    return None if target is None or "cpu" not in target.keys else cpu_config(target)
+
+
 def row_vector_lanes(target: Target | None) -> int:
     """Lanes the KGS operator's output rows should be whole vectors of on ``target``, 0 for
     rows as they are (``rt3d_passes.op.whole_vector_rows``): 8 on x86 CPUs with AVX2 and no
@@ -165,10 +171,8 @@ def row_vector_lanes(target: Target | None) -> int:
     accumulators are only 8 (C3D conv3a/conv3b at the paper's preset: 1.26-1.32x faster
     computing 32-wide rows, interleaved on Zen 3). Measured there only: AVX-512 (whose tiles
     are 14 and 16 wide), NEON and GPU targets keep their rows (:attr:`CPUConfig.whole_rows`)."""
-    if target is None or "cpu" not in target.keys:
-        return 0
-    config = cpu_config(target)
-    return config.lanes if config.whole_rows else 0
+    config = _config_of_cpu(target)
+    return config.lanes if config is not None and config.whole_rows else 0
 
 
 #: Most padding :func:`column_multiple` adds, as a share of the columns.
@@ -202,9 +206,8 @@ def column_multiple(target: Target | None, columns: int) -> int:
     their column loops (:func:`column_block`), when the padding adds at most
     :data:`COLUMN_PAD_SHARE` of the columns (zero weights at a valid address: computed, not
     counted)."""
-    if target is None or "cpu" not in target.keys:
-        return 1
-    block = cpu_config(target).column_block
+    config = _config_of_cpu(target)
+    block = 0 if config is None else config.column_block
     if block <= 0 or columns < COLUMN_BLOCK_MIN:
         return 1
     pad = -columns % block
@@ -222,10 +225,7 @@ def tiles_channels(kernel: Sequence[int], positions: int) -> bool:
     """Whether a layer with ``kernel`` and ``positions`` output positions per batch item takes
     :attr:`CPUConfig.channel_tile` and :attr:`CPUConfig.column_block` (see
     :data:`POINTWISE_TILE_POSITIONS`)."""
-    taps = 1
-    for k in kernel:
-        taps *= int(k)
-    return taps > 1 or positions <= POINTWISE_TILE_POSITIONS
+    return math.prod(int(k) for k in kernel) > 1 or positions <= POINTWISE_TILE_POSITIONS
 
 
 def tile_channels(group_m: int, tile: int) -> int:
@@ -417,10 +417,7 @@ def schedule_kgs_conv3d_cpu(
     n, m, d, h, w, t = sch.get_loops(blk)
     g, mi = sch.split(m, [None, gm])
     kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
-    positions = 1
-    for loop in (d, h, w):
-        positions *= int(sch.get(loop).extent)
-    if not tiles_channels(kernel, positions):
+    if not tiles_channels(kernel, math.prod(int(sch.get(loop).extent) for loop in (d, h, w))):
         channel_tile = block_columns = 0
     gm_tile = tile_channels(gm, channel_tile) if vector_axis == "w" else gm
     mo = None
