@@ -12,6 +12,7 @@ from tvm import tirx
 
 __all__ = [
     "KGS_CHANNELWISE_ATTR",
+    "KGS_COPY_LAYOUT_ATTR",
     "KGS_CONV3D_ATTR",
     "KGS_CONV3D_BLOCK",
     "KGS_CROP_BLOCK",
@@ -57,6 +58,11 @@ KGS_CHANNELWISE_ATTR = "rt3d.channel_multiplier"
 #: W. Longer rows (whole vectors along W on CPUs) are cropped by the crop block; their padded
 #: copy then holds one extra zero channel, so the reads past a row stay in bounds.
 KGS_ROW_EXTENT_ATTR = "rt3d.row_extent"
+#: PrimFunc attribute: the layout of the padded copy, ``"CDHW"`` (each channel's padded
+#: volume in turn) or ``"DHCW"`` (for each padded depth plane and row, every channel's row in
+#: turn, so the rows one output row reads for all its columns lie together;
+#: ``op.kgs_conv3d.Conv3DGeometry``).
+KGS_COPY_LAYOUT_ATTR = "rt3d.copy_layout"
 #: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3),
 #: input shape(5)]``, for passes that rebuild the operator (the epilogue fusion).
 KGS_GEOMETRY_ATTR = "rt3d.geometry"

@@ -60,7 +60,7 @@ def unroll_knob(sch: s_tir.Schedule, loop, fixed: bool) -> None:
 
 
 def schedule_flat_pad(sch: s_tir.Schedule, block, padded, w_phases: int = 1,
-                      parallel: bool = True) -> None:
+                      parallel: bool = True, copy_layout: str = "CDHW") -> None:
     """Parallel copy into a flat zero-padded input (``op.kgs_conv3d.flat_padded_input``):
     the flat axis split into ``(c, d, h, w)`` so its index arithmetic simplifies to plain
     loops, and the parallel loop over batch x channels only. Fusing ``d`` into it as well
@@ -70,10 +70,17 @@ def schedule_flat_pad(sch: s_tir.Schedule, block, padded, w_phases: int = 1,
 
     A per-channel copy (``[N, C, Dp*Hp*Wp]``) splits its last axis into ``(d, h, w)``;
     ``parallel=False`` leaves the outer loops alone (a copy computed inside the task that
-    reads it)."""
+    reads it).
+
+    A ``"DHCW"`` copy (``[N, (Dp*Hp + 1) * C * Wp]``) splits its flat axis into (plane and
+    row, channel, position), the parallel loop over batch x rows."""
     dp, hp, wp = (int(v) for v in padded)
     loops = sch.get_loops(block)
-    if len(sch.get(block).writes[0].source.shape) == 3:
+    if copy_layout == "DHCW":
+        n, f = loops[-2:]
+        chans = int(sch.get(f).extent) // ((dp * hp + 1) * wp)
+        rows, _, w = sch.split(f, [None, chans, wp])
+    elif len(sch.get(block).writes[0].source.shape) == 3:
         n, c, f = loops[-3:]
         d, _, w = sch.split(f, [dp, hp, wp])
     else:
@@ -88,6 +95,9 @@ def schedule_flat_pad(sch: s_tir.Schedule, block, padded, w_phases: int = 1,
         sch.reorder(position, phase)
         sch.unroll(phase)
     if not parallel:
+        return
+    if copy_layout == "DHCW":
+        sch.parallel(sch.fuse(n, rows))
         return
     channels = int(sch.get(n).extent) * int(sch.get(c).extent)
     sch.parallel(sch.fuse(n, c) if channels > 1 else sch.fuse(n, c, d))

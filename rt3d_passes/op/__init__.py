@@ -10,6 +10,7 @@ The names their PrimFuncs carry (attributes, blocks, schedule rules) are in
 """
 
 from .epilogue import kgs_conv3d_epilogue_te as kgs_conv3d_epilogue_te
+from .kgs_conv3d import COPY_LAYOUTS as COPY_LAYOUTS
 from .kgs_conv3d import PAD_OFFSET as PAD_OFFSET
 from .kgs_conv3d import Conv3DGeometry as Conv3DGeometry
 from .kgs_conv3d import channel_multiplier as channel_multiplier

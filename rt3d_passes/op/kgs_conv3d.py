@@ -56,6 +56,7 @@ from tvm import te, tirx
 from schedules.contract import (
     KGS_CHANNELWISE_ATTR,
     KGS_CONV3D_ATTR,
+    KGS_COPY_LAYOUT_ATTR,
     KGS_CONV3D_BLOCK,
     KGS_CROP_BLOCK,
     KGS_GEOMETRY_ATTR,
@@ -71,6 +72,7 @@ from schedules.contract import (
 from ..sparsity import KGSCompact
 
 __all__ = [
+    "COPY_LAYOUTS",
     "PAD_OFFSET",
     "ROW_EXTENT_MAX_WASTE",
     "Conv3DGeometry",
@@ -94,6 +96,15 @@ __all__ = [
 #: ``create_prim_func`` in TVM 0.27).
 PAD_OFFSET = 0
 
+#: Layouts of the flat padded copy (:class:`Conv3DGeometry`): ``"CDHW"``, each channel's
+#: padded volume in turn (the input's own order); ``"DHCW"``, for each padded depth plane and
+#: row the rows of every channel in turn. An output row reads, per kept column, a row or two
+#: of one channel and plane; in CDHW those are hundreds of short lines scattered over the
+#: copy (a 3x1x1 conv over 144 channels: 432 rows of 224 bytes, 12.5 KB apart), in DHCW the
+#: few planes' rows of all channels lie together. Chosen per layer by the target
+#: (``schedules.cpu_kgs_conv3d.copy_layout``).
+COPY_LAYOUTS = ("CDHW", "DHCW")
+
 
 class Conv3DGeometry:
     """Shapes of one NCDHW conv3d: input, kernel, strides, padding (6), dilation, output.
@@ -105,6 +116,9 @@ class Conv3DGeometry:
     strides : (s_d, s_h, s_w)
     padding : (front, top, left, back, bottom, right), Relax's order; 3 values mean symmetric.
     dilation : (dil_d, dil_h, dil_w)
+    copy_layout : {"CDHW", "DHCW"}
+        Layout of the flat padded copy (:data:`COPY_LAYOUTS`). ``"DHCW"`` needs padding (a
+        conv without it reads its input in place).
     """
 
     def __init__(
@@ -114,6 +128,7 @@ class Conv3DGeometry:
         strides: Sequence[int] = (1, 1, 1),
         padding: Sequence[int] = (0, 0, 0),
         dilation: Sequence[int] = (1, 1, 1),
+        copy_layout: str = "CDHW",
     ):
         self.input_shape = tuple(int(v) for v in input_shape)
         self.kernel = tuple(int(v) for v in kernel)
@@ -135,6 +150,12 @@ class Conv3DGeometry:
                 f"invalid conv3d geometry: kernel {self.kernel}, strides {self.strides}, "
                 f"dilation {self.dilation}, padding {self.padding}"
             )
+        if copy_layout not in COPY_LAYOUTS:
+            raise ValueError(f"copy_layout must be one of {COPY_LAYOUTS}, got {copy_layout!r}")
+        if copy_layout != "CDHW" and not any(self.padding):
+            raise ValueError(f"copy layout {copy_layout} needs a padded copy; a conv without "
+                             "padding reads its input in place (CDHW)")
+        self.copy_layout = copy_layout
         if min(self.output_spatial) < 1:
             raise ValueError(
                 f"kernel {self.kernel} (dilation {self.dilation}) does not fit the padded input "
@@ -165,9 +186,19 @@ class Conv3DGeometry:
 
     @property
     def padded_size(self) -> int:
-        """Elements of one batch element's padded input (as stored)."""
+        """Elements of one batch element's padded input (as stored; a ``"DHCW"`` copy ends
+        with one spare set of zero rows, see :func:`flat_padded_input`)."""
         dp, hp, wp = self.stored_spatial
-        return self.input_shape[1] * dp * hp * wp
+        return self.input_shape[1] * (dp * hp + (self.copy_layout == "DHCW")) * wp
+
+    @property
+    def strides_stored(self) -> tuple[int, int, int]:
+        """Elements between consecutive channels, depth planes and rows of the padded copy."""
+        dp, hp, wp = self.stored_spatial
+        if self.copy_layout == "DHCW":
+            chans = self.input_shape[1]
+            return (wp, hp * chans * wp, chans * wp)
+        return (dp * hp * wp, hp * wp, wp)
 
     @property
     def w_phases(self) -> int:
@@ -228,8 +259,8 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
     Raises
     ------
     ValueError
-        When the weight's input channels or kernel do not match the geometry, or the padded
-        input is too large for 32-bit offsets.
+        When the weight's input channels or kernel do not match the geometry, the padded
+        input is too large for 32-bit offsets, or a channel-wise layer's copy is not CDHW.
     """
     _, n, kd, kh, kw = packed.weight_shape
     if n != geometry.input_shape[1] or (kd, kh, kw) != geometry.kernel:
@@ -242,12 +273,15 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
             f"padded input of {geometry.padded_size} elements per batch item does not fit "
             "32-bit offsets"
         )
-    dp, hp, wp = geometry.stored_spatial
     dd, dh, dw = geometry.dilation
     c, a, b, e = (packed.columns[..., k].astype(np.int64) for k in range(4))
     if channel_multiplier(packed, geometry):
+        if geometry.copy_layout != "CDHW":
+            raise ValueError("a channel-wise layer keeps its padded copy per channel (CDHW), "
+                             f"got copy layout {geometry.copy_layout}")
         c = np.zeros_like(c)
-    off = ((c * dp + a * dd) * hp + b * dh) * wp + geometry.stored_column(e * dw)
+    channel, plane, row = geometry.strides_stored
+    off = c * channel + a * dd * plane + b * dh * row + geometry.stored_column(e * dw)
     # padding slots of short groups: a valid address (their weights are zero)
     off[np.arange(off.shape[1])[None, :] >= packed.counts[:, None]] = PAD_OFFSET
     return off.astype(np.int32)
@@ -265,6 +299,7 @@ def kgs_conv3d_te(
     input_shape: Sequence[int] | None = None,
     channel_multiplier: int = 0,
     row_extent: int = 0,
+    copy_layout: str = "CDHW",
 ) -> te.Tensor:
     """TE compute of the KGS sparse conv3d (see the module docstring).
 
@@ -287,6 +322,9 @@ def kgs_conv3d_te(
     channel_multiplier : int
         ``k`` of a channel-wise layer (:func:`channel_multiplier`; its offsets relative to
         the channel), 0 for any other.
+    copy_layout : {"CDHW", "DHCW"}
+        Layout of the padded copy (:class:`Conv3DGeometry`); the offsets must be computed
+        with the same one.
     row_extent : int
         Output rows computed this long (:func:`whole_vector_rows`, > ``OW``: whole vectors
         along W) and cropped to ``OW``; the padded copy then gets one extra zero channel, so
@@ -299,7 +337,7 @@ def kgs_conv3d_te(
     """
     flat = len(x.shape) == 2
     shape = [int(s) for s in (input_shape if flat else x.shape)]
-    geo = Conv3DGeometry(shape, kernel, strides, padding, dilation)
+    geo = Conv3DGeometry(shape, kernel, strides, padding, dilation, copy_layout)
     if flat and (any(geo.padding) or int(x.shape[1]) != geo.padded_size):
         raise ValueError(f"a flat input {tuple(x.shape)} needs zero padding and "
                          f"{geo.padded_size} elements per batch item (input {shape}, padding "
@@ -318,6 +356,9 @@ def kgs_conv3d_te(
             f"{out_channels} output channels do not fit {g_count} groups of {gm}"
         )
 
+    if channel_multiplier and copy_layout != "CDHW":
+        raise ValueError(f"a channel-wise operator keeps its padded copy per channel (CDHW), "
+                         f"got copy layout {copy_layout}")
     if channel_multiplier and (flat or gm != 1
                                or g_count != channel_multiplier * geo.input_shape[1]):
         raise ValueError(
@@ -334,9 +375,10 @@ def kgs_conv3d_te(
     xpad = x if flat else flat_padded_input(x, (dp, hp, wp), geo.padding[:3], KGS_PAD_BLOCK,
                                             w_phases=geo.w_phases,
                                             per_channel=bool(channel_multiplier),
-                                            extra_channels=int(row_len > ow))
+                                            extra_channels=int(row_len > ow),
+                                            copy_layout=copy_layout)
     t = te.reduce_axis((0, t_len), name="t")
-    plane, row = hp * wp, wp
+    _, plane, row = (hp * wp, hp * wp, wp) if flat else geo.strides_stored
     # a channel-wise operator's offsets lie in [0, last_tap]; the clamp below reaches the
     # channel's last element from the last output voxel, so the read region is the whole
     # channel (a shorter one leaves a predicate on every element of the copy)
@@ -376,7 +418,7 @@ def kgs_conv3d_te(
 
 def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int],
                       name: str, w_phases: int = 1, per_channel: bool = False,
-                      extra_channels: int = 0) -> te.Tensor:
+                      extra_channels: int = 0, copy_layout: str = "CDHW") -> te.Tensor:
     """``x`` ``[N, C, D, H, W]`` zero-padded to ``padded`` ``(Dp, Hp, Wp)`` (``before``
     elements in front along D, H, W; the rest behind) and flattened per batch element:
     ``[N, C * Dp * Hp * Wp]``, so that every gather of an operator is in bounds and
@@ -385,7 +427,11 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
     docstring and :meth:`Conv3DGeometry.stored_column`; ``padded[2]`` is then the stored row
     length, a multiple of ``w_phases``, and the columns past the padded row are zeros).
     ``per_channel``: ``[N, C, Dp * Hp * Wp]`` instead (channel-wise operators).
-    ``extra_channels``: that many zero channels after the input's (reads past the last row)."""
+    ``extra_channels``: that many zero channels after the input's (reads past the last row).
+    ``copy_layout="DHCW"``: ``[N, (Dp * Hp + 1) * C * Wp]``, for each padded depth plane and
+    row every channel's row in turn (:class:`Conv3DGeometry`), then one spare set of zero
+    rows that keeps the reads past the last row in bounds (``extra_channels`` is then
+    ignored)."""
     n_batch, chans, d_in, h_in, w_in = (int(v) for v in x.shape)
     dp, hp, wp = (int(v) for v in padded)
     p_front, p_top, p_left = (int(v) for v in before)
@@ -403,6 +449,24 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
                           *([c < chans] if extra_channels else []))
         return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
 
+    if copy_layout == "DHCW":
+        if per_channel:
+            raise ValueError("a per-channel padded copy is CDHW")
+
+        def _pad_rows(n, f):
+            # f enumerates (dd * Hp + hh, c, ww); schedules split f into these three loops
+            p = f // (chans * wp)
+            c = f // wp % chans
+            dd = p // hp - p_front
+            hh = p % hp - p_top
+            q = f % wp
+            ww = (q % phase_len * w_phases + q // phase_len if w_phases > 1 else q) - p_left
+            inside = tirx.all(p < dp * hp, dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0,
+                              ww < w_in)
+            return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
+
+        return te.compute((n_batch, (dp * hp + 1) * chans * wp), _pad_rows, name=name,
+                          attrs={"schedule_rule": NO_SCHEDULE_RULE})
     if per_channel:
         return te.compute((n_batch, chans, dp * hp * wp),
                           lambda n, c, f: _pad(n, c * (dp * hp * wp) + f), name=name,
@@ -472,6 +536,7 @@ def geometry_kwargs(attrs) -> dict:
     if KGS_CHANNELWISE_ATTR in attrs:  # a KGS operator (the Winograd one has no such form)
         kwargs["channel_multiplier"] = int(attrs[KGS_CHANNELWISE_ATTR])
         kwargs["row_extent"] = int(attrs[KGS_ROW_EXTENT_ATTR])
+        kwargs["copy_layout"] = str(attrs[KGS_COPY_LAYOUT_ATTR])
     return kwargs
 
 
@@ -484,6 +549,7 @@ def kgs_conv3d_attrs(geometry: Conv3DGeometry, group_m: int, multiplier: int = 0
         KGS_CHANNELWISE_ATTR: int(multiplier),
         KGS_ROW_EXTENT_ATTR: int(row_extent),
         KGS_PADDED_ATTR: [int(v) for v in geometry.stored_spatial],
+        KGS_COPY_LAYOUT_ATTR: geometry.copy_layout,
         KGS_STRIDES_ATTR: [int(v) for v in geometry.strides],
         KGS_W_PHASES_ATTR: int(geometry.w_phases),
         KGS_GEOMETRY_ATTR: [int(v) for v in (*geometry.kernel, *geometry.strides,
@@ -502,20 +568,22 @@ def kgs_conv3d_primfunc(
     dilation: Sequence[int] = (1, 1, 1),
     dtype: str = "float32",
     row_extent: int = 0,
+    copy_layout: str = "CDHW",
 ) -> tirx.PrimFunc:
     """A standalone PrimFunc ``main(x, values, offsets, y)`` for one layer.
 
     Used by tests, benchmarks and tuning; the Relax pass builds the same function through
-    ``BlockBuilder.call_te`` (``row_extent``: see :func:`kgs_conv3d_te`).
+    ``BlockBuilder.call_te`` (``row_extent``, ``copy_layout``: see :func:`kgs_conv3d_te`).
     """
-    geo = Conv3DGeometry(input_shape, packed.weight_shape[2:], strides, padding, dilation)
+    geo = Conv3DGeometry(input_shape, packed.weight_shape[2:], strides, padding, dilation,
+                         copy_layout)
     x = te.placeholder(geo.input_shape, dtype, name="x")
     values = te.placeholder(packed.values.shape, dtype, name="values")
     offsets = te.placeholder(packed.values.shape[:2], "int32", name="offsets")
     multiplier = channel_multiplier(packed, geo)
     y = kgs_conv3d_te(x, values, offsets, packed.weight_shape[0], geo.kernel, geo.strides,
                       geo.padding, geo.dilation, channel_multiplier=multiplier,
-                      row_extent=row_extent)
+                      row_extent=row_extent, copy_layout=copy_layout)
     func = te.create_prim_func([x, values, offsets, y])
     return func.with_attrs({"global_symbol": "main",
                             **kgs_conv3d_attrs(geo, packed.group[0], multiplier, row_extent)})

@@ -10,7 +10,12 @@ from tvm import IRModule, relax
 from tvm.target import Target
 
 from schedules.contract import KGS_CONV3D_BLOCK
-from schedules.cpu_kgs_conv3d import column_multiple, row_vector_lanes, tiles_channels
+from schedules.cpu_kgs_conv3d import (
+    column_multiple,
+    copy_layout,
+    row_vector_lanes,
+    tiles_channels,
+)
 
 from ..op.kgs_conv3d import (
     Conv3DGeometry,
@@ -129,6 +134,10 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
     # target wants them (the pipeline and tuning's task extraction both rewrite inside the
     # target's scope)
     target = Target.current(allow_none=True)
+    layout = copy_layout(target, geo.kernel, any(geo.padding), bool(multiplier))
+    if layout != geo.copy_layout:
+        geo = Conv3DGeometry(geo.input_shape, geo.kernel, geo.strides, geo.padding,
+                             geo.dilation, layout)
     extent = 0 if multiplier else whole_vector_rows(geo, row_vector_lanes(target))
     if not multiplier and tiles_channels(geo.kernel, int(np.prod(geo.output_spatial))):
         packed = pad_columns(packed, column_multiple(target, packed.max_columns))
@@ -145,6 +154,7 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
         geo.input_shape,
         multiplier,
         extent,
+        geo.copy_layout,
         primfunc_name_hint=KGS_CONV3D_BLOCK,
         primfunc_attrs=kgs_conv3d_attrs(geo, packed.group[0], multiplier, extent),
     )
