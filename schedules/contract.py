@@ -12,9 +12,9 @@ from tvm import tirx
 
 __all__ = [
     "KGS_CHANNELWISE_ATTR",
-    "KGS_COPY_LAYOUT_ATTR",
     "KGS_CONV3D_ATTR",
     "KGS_CONV3D_BLOCK",
+    "KGS_COPY_LAYOUT_ATTR",
     "KGS_CROP_BLOCK",
     "KGS_EPILOGUE_BLOCK",
     "KGS_GEOMETRY_ATTR",

@@ -38,8 +38,8 @@ from tvm.target import Target, codegen
 from .contract import (
     KGS_CHANNELWISE_ATTR,
     KGS_CONV3D_ATTR,
-    KGS_COPY_LAYOUT_ATTR,
     KGS_CONV3D_BLOCK,
+    KGS_COPY_LAYOUT_ATTR,
     KGS_CROP_BLOCK,
     KGS_GEOMETRY_ATTR,
     KGS_PAD_BLOCK,

@@ -59,11 +59,13 @@ class Conv3DCase:
 
 
 @st.composite
-def conv3d_cases(draw, max_channels: int = 96, grouped: bool = True) -> Conv3DCase:
+def conv3d_cases(draw, max_channels: int = 96, grouped: bool = True,
+                 temporal: bool = False) -> Conv3DCase:
     """Random conv3d blocks: batch 1-3, channels 1-``max_channels``, groups 1 / 2 /
     channel-wise, kernels 1-7, strides and dilations 1-3, symmetric or asymmetric padding,
     every zero-pattern scheme at rates 0-100%, bias, BatchNorm3d, ReLU and residual add.
-    ``grouped=False``: groups=1 only."""
+    ``grouped=False``: groups=1 only. ``temporal=True``: kernels ``Kd x 1 x 1`` (Kd 2-7), padded
+    along D, the layers whose padded copy an AVX2 host keeps in DHCW."""
     kinds = ["1", "1", "1", "1", "2", "depthwise"] if grouped else ["1"]
     groups_kind = draw(st.sampled_from(kinds))
     half = max_channels // 2
@@ -77,10 +79,11 @@ def conv3d_cases(draw, max_channels: int = 96, grouped: bool = True) -> Conv3DCa
         n = draw(st.integers(1, half))
         m, groups = n * draw(st.integers(1, 2)), n
     axis = st.integers(1, 3)
-    kernel = tuple(draw(st.integers(1, 7)) for _ in range(3))
+    kernel = ((draw(st.integers(2, 7)), 1, 1) if temporal
+              else tuple(draw(st.integers(1, 7)) for _ in range(3)))
     stride = tuple(draw(axis) for _ in range(3))
     dilation = tuple(draw(axis) for _ in range(3))
-    pad_before = tuple(draw(st.integers(0, 3)) for _ in range(3))
+    pad_before = tuple(draw(st.integers(int(temporal and axis_ == 0), 3)) for axis_ in range(3))
     if draw(st.booleans()):
         pad_after = pad_before  # symmetric: the conv's own padding
     else:

@@ -56,8 +56,8 @@ from tvm import te, tirx
 from schedules.contract import (
     KGS_CHANNELWISE_ATTR,
     KGS_CONV3D_ATTR,
-    KGS_COPY_LAYOUT_ATTR,
     KGS_CONV3D_BLOCK,
+    KGS_COPY_LAYOUT_ATTR,
     KGS_CROP_BLOCK,
     KGS_GEOMETRY_ATTR,
     KGS_PAD_BLOCK,

@@ -97,6 +97,15 @@ def test_conv3d_block_matches_torch(case: Conv3DCase):
 
 
 @FUZZ
+@given(case=conv3d_cases(temporal=True))
+def test_temporal_block_matches_torch(case: Conv3DCase):
+    """Temporal convs (``Kd x 1 x 1``): on an AVX2 host their padded copy is DHCW
+    (``schedules.cpu_kgs_conv3d.copy_layout``); the layout's own tests in
+    ``test_kgs_conv3d.py`` run whatever the host."""
+    check_case(case)
+
+
+@FUZZ
 @given(case=winograd_cases(), algorithm=st.sampled_from(["winograd2", "winograd4"]))
 def test_winograd_block_matches_torch(case: Conv3DCase, algorithm: str):
     """Every Winograd-eligible block, forced onto the Winograd operator (the cost model
@@ -123,6 +132,12 @@ _BASE = dict(batch=1, in_channels=13, out_channels=21, groups=1, kernel=(3, 3, 3
     pytest.param({"kernel": (7, 1, 5), "stride": (3, 2, 1), "dilation": (1, 3, 2),
                   "input_size": (9, 8, 11), "group": (2, 4)}, id="strided-dilated"),
     pytest.param({"groups": 13, "out_channels": 26, "scheme": "dense"}, id="depthwise"),
+    pytest.param({"batch": 2, "kernel": (3, 1, 1), "pad_before": (1, 0, 0),
+                  "pad_after": (1, 0, 0), "input_size": (4, 5, 7)}, id="temporal-7-wide"),
+    pytest.param({"kernel": (5, 1, 1), "stride": (2, 2, 2), "dilation": (2, 1, 1),
+                  "pad_before": (2, 0, 1), "pad_after": (1, 1, 0), "input_size": (11, 6, 13),
+                  "scheme": "vanilla", "epilogue": ("add", "relu")},
+                 id="temporal-strided-w-phases"),
     pytest.param({"batch": 3, "in_channels": 96, "out_channels": 95, "rate": 0.95,
                   "group": (16, 4)}, id="wide-edge-groups"),
 ])

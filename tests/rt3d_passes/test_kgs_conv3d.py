@@ -9,6 +9,7 @@ import schedules
 from rt3d_passes import sparsity as S
 from rt3d_passes.op import (
     Conv3DGeometry,
+    channel_multiplier,
     column_offsets,
     kgs_conv3d_primfunc,
 )
@@ -97,6 +98,78 @@ def test_work_is_proportional_to_kept_columns(rng):
         extents.append(int(sch.get(loops[-1]).extent))
     assert extents[0] == 32 * 27
     assert extents[1] == sparse.max_columns < 0.35 * extents[0]
+
+
+#: cases with a padded copy (DHCW needs one), each also run in the DHCW layout
+DHCW_CASES = sorted(name for name, case in CASES.items() if any(case[4]))
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.8])
+@pytest.mark.parametrize("case", DHCW_CASES)
+def test_dhcw_copy_matches_torch(rng, case, rate):
+    """The padded copy in DHCW (every channel's row of a plane and row together), whatever
+    the kernel: strided, dilated, W phases, asymmetric padding, batch 2, partial groups;
+    every output element written (NaN-filled buffer), whatever the host's CPU config."""
+    in_shape, m, kernel, strides, padding, dilation, group = CASES[case]
+    w = structured_weight((m, in_shape[1], *kernel), "kgs", rate, group, rng)
+    if not w.any():
+        w[0, 0, 0, 0, 0] = 1.0
+    packed = S.compact(w, group)
+    geo = Conv3DGeometry(in_shape, kernel, strides, padding, dilation, copy_layout="DHCW")
+    func = kgs_conv3d_primfunc(in_shape, packed, strides, padding, dilation,
+                               copy_layout="DHCW")
+    assert str(func.attrs["rt3d.copy_layout"]) == "DHCW"
+    pad = next(b for b in func.body.block.alloc_buffers if b.name == "kgs_pad")
+    assert int(pad.shape[1]) == geo.padded_size
+    sch = s_tir.Schedule(func)
+    schedules.schedule_kgs_conv3d_cpu(sch)
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    out = run_kgs(sch.mod, x, packed, geo, m)
+    assert_close_rel(out, conv3d_reference(x, w, strides, padding, dilation), 1e-5)
+
+
+def test_dhcw_offsets_address_the_same_elements(rng):
+    """Every kept column's offset, in either layout, addresses the copy element that holds
+    the same input value (checked by laying a numbered input out both ways)."""
+    in_shape = (1, 5, 3, 4, 6)
+    w = structured_weight((8, 5, 3, 1, 1), "kgs", 0.5, (8, 1), rng)
+    packed = S.compact(w, (8, 1))
+    cdhw = Conv3DGeometry(in_shape, (3, 1, 1), padding=(1, 0, 0))
+    dhcw = Conv3DGeometry(in_shape, (3, 1, 1), padding=(1, 0, 0), copy_layout="DHCW")
+    assert dhcw.padded_size == 5 * (5 * 4 + 1) * 6  # one spare set of rows
+    padded = np.pad(np.arange(5 * 3 * 4 * 6).reshape(5, 3, 4, 6) + 1,
+                    ((0, 0), (1, 1), (0, 0), (0, 0)))
+    flat_cdhw = padded.reshape(-1)
+    flat_dhcw = np.concatenate([padded.transpose(1, 2, 0, 3).reshape(-1), np.zeros(5 * 6)])
+    kept = np.arange(packed.values.shape[1])[None, :] < packed.counts[:, None]
+    # output depth 1 (depth 0's first tap reads the zero plane in front), row 2, column 3
+    a, b = (flat[column_offsets(packed, geo) + geo.strides_stored[1] + 2 * geo.strides_stored[2]
+                 + 3][kept] for flat, geo in ((flat_cdhw, cdhw), (flat_dhcw, dhcw)))
+    assert a.all() and np.array_equal(a, b)
+
+
+def test_dhcw_needs_a_padded_non_channelwise_copy(rng):
+    from tvm import te
+
+    from rt3d_passes.op import kgs_conv3d_te
+
+    with pytest.raises(ValueError, match="needs a padded copy"):
+        Conv3DGeometry((1, 8, 4, 8, 8), (3, 1, 1), copy_layout="DHCW")
+    with pytest.raises(ValueError, match="copy_layout must be one of"):
+        Conv3DGeometry((1, 8, 4, 8, 8), (3, 1, 1), padding=(1, 0, 0), copy_layout="NDHWC")
+    diagonal = np.zeros((8, 8, 3, 1, 1), np.float32)  # channel-wise, as the rewrite sees it
+    diagonal[np.arange(8), np.arange(8)] = rng.standard_normal((8, 3, 1, 1))
+    depthwise = S.compact(diagonal, (1, 1))
+    geo = Conv3DGeometry((1, 8, 4, 8, 8), (3, 1, 1), padding=(1, 0, 0), copy_layout="DHCW")
+    assert channel_multiplier(depthwise, geo) == 1
+    with pytest.raises(ValueError, match="per channel"):
+        column_offsets(depthwise, geo)
+    values = te.placeholder(depthwise.values.shape, "float32", name="values")
+    offsets = te.placeholder(depthwise.values.shape[:2], "int32", name="offsets")
+    x = te.placeholder((1, 8, 4, 8, 8), "float32", name="x")
+    with pytest.raises(ValueError, match="per channel"):
+        kgs_conv3d_te(x, values, offsets, 8, (3, 1, 1), padding=(1, 0, 0),
+                      channel_multiplier=1, copy_layout="DHCW")
 
 
 @pytest.mark.parametrize(

@@ -329,3 +329,28 @@ def test_rows_of_whole_vectors_numeric_through_the_pipeline(rng):
     for w in ws:
         ref = np.maximum(conv3d_reference(ref, w, padding=(1, 1, 1)), 0)
     assert_close_rel(out, ref, 1e-5)
+
+
+def test_temporal_convs_dhcw_copy_through_the_pipeline(rng):
+    """A (2+1)D pair compiled for an AVX2 target by the ``rt3d`` pipeline: the 3x1x1 conv
+    keeps its padded copy in DHCW (7-wide rows computed 8 wide read past the last row into
+    the copy's spare rows), the 1x3x3 conv in CDHW; with the fused ReLUs, equal to PyTorch.
+    Also for a host without AVX2's config, whatever it picks."""
+    ws = [structured_weight((24, 16, 1, 3, 3), "kgs", 0.5, (8, 4), rng),
+          structured_weight((16, 24, 3, 1, 1), "kgs", 0.6, (8, 4), rng)]
+    ws[1][0, 0, 1, 0, 0] = 1.0
+    x_shape = (2, 16, 5, 6, 5)  # padded (1, 1, 1): the 3x1x1 conv's output is 7 wide
+    mod = _before(ws, x_shape)
+    with AVX2:
+        rewritten = rt3d_passes.RewriteKGSConv3D()(mod)
+    layouts = sorted((str(f.attrs["rt3d.copy_layout"]), int(f.attrs["rt3d.row_extent"]))
+                     for f in rewritten.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    assert layouts == [("CDHW", 0), ("DHCW", 8)]
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    ref = x
+    for w in ws:
+        ref = np.maximum(conv3d_reference(ref, w, padding=(1, 1, 1)), 0)
+    for target in (AVX2, rt3d_passes.host_target()):
+        ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
+        out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        assert_close_rel(out, ref, 1e-5)

@@ -280,3 +280,23 @@ def test_pointwise_layers_on_large_maps_keep_whole_groups(rng):
         names = [sch.get(loop).loop_var.name
                  for loop in sch.get_loops(sch.get_sblock("kgs_conv3d_update"))]
         assert ("m_1_0" in names) == tiled, names
+
+
+def test_avx2_keeps_temporal_convs_padded_copy_in_dhcw():
+    """Temporal convs (Kd x 1 x 1, Kd > 1) with a padded copy, not channel-wise, get the DHCW
+    copy on AVX2; spatial kernels, pointwise, unpadded or channel-wise layers and the other
+    targets keep CDHW."""
+    from schedules.cpu_kgs_conv3d import AVX2, AVX512, NEON, copy_layout
+
+    assert (AVX2.dhcw_copy, AVX512.dhcw_copy, NEON.dhcw_copy) == (True, False, False)
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    for kernel in ((3, 1, 1), (5, 1, 1), (7, 1, 1)):
+        assert copy_layout(avx2, kernel, True, False) == "DHCW"
+    for kernel, padded, channelwise in (((3, 1, 1), False, False), ((3, 1, 1), True, True),
+                                        ((1, 3, 3), True, False), ((3, 3, 3), True, False),
+                                        ((1, 1, 1), True, False), ((3, 1, 3), True, False)):
+        assert copy_layout(avx2, kernel, padded, channelwise) == "CDHW"
+    for other in (tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}),
+                  tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}),
+                  tvm.target.Target("qcom/adreno-opencl"), None):
+        assert copy_layout(other, (3, 1, 1), True, False) == "CDHW"
