@@ -84,6 +84,7 @@ __all__ = [
     "untuned_tile",
     "vector_axis_default",
     "w_is_contiguous",
+    "winograd_transform_byte_cost",
 ]
 
 
@@ -115,6 +116,10 @@ class CPUConfig:
     dhcw_copy : bool
         Temporal convs (``Kd x 1 x 1``) keep their padded copy in the DHCW layout (see
         :func:`copy_layout`).
+    transform_byte_cost : float
+        What the Winograd cost model (``rt3d_passes.transform.algorithm``) charges per byte
+        of the Winograd operator's transformed tensors, in vector-MAC equivalents
+        (:func:`winograd_transform_byte_cost`).
     """
 
     name: str
@@ -125,6 +130,7 @@ class CPUConfig:
     whole_rows: bool = False
     channel_tile: int = 0
     dhcw_copy: bool = False
+    transform_byte_cost: float = 0.0
 
 
 #: AVX2: 16 vector registers, 12 for accumulators. A W tile of 8 + 2 positions (10-wide: X3D's
@@ -135,9 +141,10 @@ class CPUConfig:
 #: 8 FMAs, where 8 channels x 8 positions needed 1 load and 8 broadcasts (broadcasts, not
 #: FMAs, bounded the loop). With column loops in blocks of 32 (columns padded to a multiple),
 #: interleaved on Zen 3, C3D dense conv2-conv4b: 44-59 -> 64-82 G MAC/s; at the paper's
-#: preset (conv3a/3b/4b 80 %): 30-50 -> 52-66.
+#: preset (conv3a/3b/4b 80 %): 30-50 -> 52-66. Winograd's transformed tensors cost 5.5
+#: vector-MACs a byte (see :func:`winograd_transform_byte_cost`).
 AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=32,
-                 whole_rows=True, channel_tile=4, dhcw_copy=True)
+                 whole_rows=True, channel_tile=4, dhcw_copy=True, transform_byte_cost=5.5)
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
 #: registers each, spilling (measured: 10x slower).
@@ -188,6 +195,22 @@ def copy_layout(target: Target | None, kernel: Sequence[int], padded: bool,
     if config is None or not config.dhcw_copy or not padded or channelwise or not temporal:
         return "CDHW"
     return "DHCW"
+
+
+def winograd_transform_byte_cost(target: Target | None) -> float:
+    """What the Winograd cost model charges per byte of the transformed input and of the
+    GEMMs' output, which the Winograd operator writes to memory and reads back once each:
+    :attr:`CPUConfig.transform_byte_cost` of a CPU ``target``, 0 for any other or none.
+
+    On Zen 3 (AVX2) that traffic decided R(2+1)D-18's layer1 1x3x3 convs (64 -> 144
+    channels on 16x56x56: 188 MB for F(4x4)): F(4x4) ran 1.14x slower than direct, where the
+    model without the term predicted 1.47x faster; at the memory's cost (5.5, as the
+    weights') it predicts 1.14x and keeps them direct, and every other C3D and R(2+1)D
+    layer keeps its pick (``benchmarks/winograd_bench.py``). On Zen 4 (AVX-512) the same
+    layers ran 1.93x faster with F(4x4), and the model's constants were fitted there without
+    the term: AVX-512 keeps 0."""
+    config = _config_of_cpu(target)
+    return 0.0 if config is None else config.transform_byte_cost
 
 
 def row_vector_lanes(target: Target | None) -> int:

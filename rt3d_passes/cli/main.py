@@ -56,14 +56,15 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     mod = load_model_file(args.path, model=args.model, input_shape=args.input_shape)
     options = _options(args, min_mac_reduction=args.min_mac_reduction, group=args.group,
                        include_dense=False if args.sparse_only else None)
+    from ..target import get_target
+
+    target = get_target(args.target)
     if args.tuning_db:
         # what a compile with this database does: measured algorithms replace the model's
-        from ..target import get_target
         from ..tuning import open_database, with_measured
 
-        target = get_target(args.target)
         options = with_measured(mod, target, open_database(args.tuning_db, target), options)
-    reports = inspect(mod, options)
+    reports = inspect(mod, options, target=target)
     if args.json:
         print(json.dumps([dict(layer=r.layer, weight_shape=r.weight_shape, scheme=r.scheme,
                                group=r.group, dense_macs=r.dense_macs, kept_macs=r.kept_macs,
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tuning-db", help="database directory written by `rt3d tune`: layers it "
                                        "measured both ways get the faster algorithm")
     p.add_argument("--target", default="host", choices=["host", "kryo", "adreno"],
-                   help="target of --tuning-db")
+                   help="target whose cost model picks the algorithms, and of --tuning-db")
     _algorithm_args(p)
     p.set_defaults(func=_cmd_inspect)
 

@@ -14,7 +14,11 @@ CPU's vector FMA peak:
   conv5 and R(2+1)D's layer4, streaming them costs more than the multiplications saved); and
   the input and output transforms: their scalar terms per tile, computed separably
   (``B^T d B``: 64 for F(2x2), 312 for F(4x4); ``A^T M A``: 36 and 180) at
-  :data:`SCALAR_TERM_COST` each.
+  :data:`SCALAR_TERM_COST` each; and the transformed tensors' bytes: the operator writes
+  the transformed input and the GEMMs' output (``alpha^2`` values per tile of each) to memory
+  and reads them back once, at the current target's cost per byte
+  (``schedules.cpu_kgs_conv3d.winograd_transform_byte_cost``: on Zen 3 that traffic made
+  F(4x4) a loser on R(2+1)D-18's layer1; 0 on targets where it was not measured to matter).
 
 Winograd is chosen when its best tile is cheaper than direct by :data:`WINOGRAD_MARGIN`, so a
 close call stays direct (the pass must not pick a loser). The constants were fitted to
@@ -29,6 +33,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from tvm.target import Target
+
+from schedules.cpu_kgs_conv3d import winograd_transform_byte_cost
 
 from ..op.kgs_conv3d import Conv3DGeometry
 from ..op.winograd_conv3d import (
@@ -83,14 +90,18 @@ class AlgorithmChoice:
     """Output channels per group of the transformed weights (Winograd only)."""
 
 
-def _winograd_cost(geo: WinogradGeometry, out_channels: int, columns: int) -> float:
+def _winograd_cost(geo: WinogradGeometry, out_channels: int, columns: int,
+                   byte_cost: float) -> float:
     pack_tiles, inverse_tiles = geo.transform_elements(out_channels)
     weight_bytes = 4 * geo.alpha**2 * out_channels * columns
+    # the transformed input and the GEMMs' output: written, then read back once each
+    transformed_bytes = 2 * 4 * geo.alpha**2 * (pack_tiles + inverse_tiles)
     # streaming the weights overlaps the multiplications: the slower of the two counts
     return (max(geo.bgemm_macs(out_channels, columns) / BGEMM_EFFICIENCY,
                 WEIGHT_BYTE_COST * weight_bytes)
             + SCALAR_TERM_COST * (pack_tiles * _PACK_TERMS[geo.tile]
-                                  + inverse_tiles * _INVERSE_TERMS[geo.tile]))
+                                  + inverse_tiles * _INVERSE_TERMS[geo.tile])
+            + byte_cost * transformed_bytes)
 
 
 def choose_algorithm(
@@ -153,6 +164,7 @@ def choose_algorithm(
     voxels = geometry.input_shape[0] * int(np.prod(geometry.output_spatial))
     direct = max(computed_macs / DIRECT_EFFICIENCY,
                  WEIGHT_BYTE_COST * 4 * computed_macs / max(voxels, 1))
+    byte_cost = winograd_transform_byte_cost(Target.current(allow_none=True))
     tiles = WINOGRAD_TILES
     if forced in ("winograd2", "winograd4"):
         tiles = (int(forced[-1]),)
@@ -160,7 +172,8 @@ def choose_algorithm(
     for tile in tiles:
         geo = WinogradGeometry(geometry.input_shape, geometry.kernel, geometry.padding, tile)
         # every output group padded to the longest group's columns, as the operator runs
-        costs[tile] = _winograd_cost(geo, -(-m_out // gm) * gm, int(counts.max()))
+        costs[tile] = _winograd_cost(geo, -(-m_out // gm) * gm, int(counts.max()),
+                                     byte_cost)
     tile = min(costs, key=costs.get)
     gain = direct / max(costs[tile], 1.0)
     kept = f"{int(counts.max())}/{weight.shape[1] * weight.shape[2]} (c, kd) planes"

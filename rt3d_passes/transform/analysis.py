@@ -327,6 +327,7 @@ def inspect(
     stray_tolerance: float | None = None,
     winograd: bool | None = None,
     algorithms=None,
+    target: tvm.target.Target | None = None,
 ) -> list[Conv3DReport]:
     """Report every ``R.nn.conv3d`` of ``mod``: scheme, group, MACs, and what
     :class:`~rt3d_passes.SelectConv3DAlgorithm` with the same options would do (which kernel,
@@ -334,15 +335,20 @@ def inspect(
 
     ``options`` (default :class:`RewriteOptions`'s defaults, which the ``rt3d`` pipeline
     uses), with any keyword given replacing its field. Print the result with
-    :func:`format_reports`.
+    :func:`format_reports`. ``target``: the target whose cost model decides the algorithms
+    (default: the current target, else the host's), as a compile for it would.
     """
+    from ..target import host_target
+
+    target = target or tvm.target.Target.current(allow_none=True) or host_target()
     opts = RewriteOptions.of(options, min_mac_reduction=min_mac_reduction, group=group,
                              include_dense=include_dense, stray_tolerance=stray_tolerance,
                              winograd=winograd, algorithms=algorithms)
     reports: list[Conv3DReport] = []
-    for g_var, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            reports.extend(analyze_function(func, g_var.name_hint, opts))
+    with target:
+        for g_var, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                reports.extend(analyze_function(func, g_var.name_hint, opts))
     check_forced_layers(reports, opts)
     return reports
 
