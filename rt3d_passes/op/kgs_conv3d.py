@@ -366,12 +366,11 @@ def kgs_conv3d_te(
             f"and one output channel per group for each of the {geo.input_shape[1]} input "
             f"channels; got {g_count} groups of {gm}" + (" reading a flat input" if flat else ""))
     row_len = max(ow, int(row_extent))
-    if row_len > ow and (flat or channel_multiplier or geo.w_phases > 1):
+    if row_len > ow and (flat or channel_multiplier):
         raise ValueError(
-            f"rows of {row_extent} (output W {ow}) need a padded copy read with unit stride "
-            f"along W by a non-channel-wise operator; got "
-            + ("a flat input" if flat else f"channel multiplier {channel_multiplier}"
-               if channel_multiplier else f"{geo.w_phases} W phases"))
+            f"rows of {row_extent} (output W {ow}) need a padded copy read by a "
+            f"non-channel-wise operator; got "
+            + ("a flat input" if flat else f"channel multiplier {channel_multiplier}"))
     xpad = x if flat else flat_padded_input(x, (dp, hp, wp), geo.padding[:3], KGS_PAD_BLOCK,
                                             w_phases=geo.w_phases,
                                             per_channel=bool(channel_multiplier),
@@ -507,15 +506,19 @@ def whole_vector_rows(geometry: Conv3DGeometry, lanes: int) -> int:
     A row of ``OW`` positions, no multiple of ``lanes``, is computed ``ceil(OW / lanes)``
     vectors long and cropped: a part-filled vector is assembled from several loads and
     shuffles and stored lane by lane (C3D's 28- and 14-wide maps give 7-lane vectors on AVX2).
-    Only for rows at most :data:`ROW_EXTENT_MAX_WASTE` longer, of a padded copy read with unit
-    stride along W (not channel-wise). AVX2, interleaved, 2 threads: C3D conv3a at 80% KGS
+    Only for rows at most :data:`ROW_EXTENT_MAX_WASTE` longer, of a padded copy (not
+    channel-wise; the rewrite checks that). A copy split into W phases (a W-strided conv) reads
+    a phase's elements with unit stride too, and its reads past a phase's end stay in the copy
+    (its spare zero channel or rows): R(2+1)D-18's stride-2 1x3x3 convs on 28- and 14-wide
+    outputs ran 1.42-1.49x faster with rows of 32 and 16 (dense, Zen 3, session 11).
+    AVX2, interleaved, 2 threads: C3D conv3a at 80% KGS
     31.9 -> 24.1 ms, conv3b at 85% 54.4 -> 43.2, conv4b at 80% 38.7 -> 35.7. Rows of 7 (C3D's
     conv5, R(2+1)D's layer4) became faster as rows of 8 with the 4-channel tile
     (``schedules.cpu_kgs_conv3d.AVX2``): conv5a dense 42 -> 59 G MAC/s, at 80% 38 -> 48
     (with the 8-channel tile they had run 3.73 -> 3.95 ms, slower).
     """
     ow = geometry.output_spatial[2]
-    if lanes <= 0 or reads_flat_input(geometry) or geometry.w_phases > 1:
+    if lanes <= 0 or reads_flat_input(geometry):
         return 0
     extent = -(-ow // lanes) * lanes
     num, den = ROW_EXTENT_MAX_WASTE

@@ -353,12 +353,13 @@ def test_pointwise_rows(shape, kernel, padding, rows):
     ((1, 8, 2, 6, 6), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),       # 8 / 6 wastes too much
     ((1, 8, 2, 20, 20), (3, 3, 3), (1, 1, 1), (1, 1, 1), 8, 0),     # 24 / 20 wastes too much
     ((1, 8, 2, 28, 28), (1, 1, 1), (1, 1, 1), (0, 0, 0), 8, 0),     # no padded copy
-    ((1, 8, 2, 56, 56), (1, 3, 3), (1, 2, 2), (0, 1, 1), 8, 0),     # W phases (stride 2)
+    ((1, 8, 2, 56, 56), (1, 3, 3), (1, 2, 2), (0, 1, 1), 8, 32),    # W phases (stride 2)
+    ((1, 8, 2, 16, 16), (1, 3, 3), (1, 2, 2), (0, 1, 1), 8, 0),     # 8 wide: whole already
     ((1, 8, 4, 28, 28), (3, 3, 3), (1, 1, 1), (1, 1, 1), 0, 0),     # target keeps its rows
 ])
 def test_whole_vector_rows(shape, kernel, strides, padding, lanes, extent):
     """Rows are computed as whole vectors only where that over-computes at most 8/7 of the
-    row and a unit-stride padded copy is read."""
+    row and a padded copy (W phases too) is read."""
     from rt3d_passes.op import whole_vector_rows
 
     geo = Conv3DGeometry(shape, kernel, strides, padding)
@@ -391,18 +392,41 @@ def test_whole_vector_rows_match_torch(rng, scheme, rate, m):
     assert_close_rel(out, conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
 
 
-def test_whole_vector_rows_need_a_unit_stride_copy(rng):
-    """Longer rows read past a row's end: only a padded copy read with unit stride along W
-    by a non-channel-wise operator (its copy gets the extra zero channel) allows that; a flat
-    input, W phases or a channel-wise operator are errors."""
+@pytest.mark.parametrize("copy_layout", ["CDHW", "DHCW"])
+@pytest.mark.parametrize("in_shape,strides,dilation,extent", [
+    ((2, 12, 3, 28, 28), (1, 2, 2), (1, 1, 1), 16),  # R(2+1)D's strided 1x3x3: 14 -> 16
+    ((1, 12, 2, 13, 42), (1, 1, 3), (1, 1, 2), 16),  # 3 phases, dilated: 14 -> 16
+])
+def test_whole_vector_rows_with_w_phases_match_torch(rng, copy_layout, in_shape, strides,
+                                                     dilation, extent):
+    """A W-strided conv's copy split into phases, rows computed as whole vectors: the reads
+    past a phase's end stay in the copy (its spare zero channel or rows) and only cropped
+    positions see them; every output element written (NaN-filled buffer)."""
+    from rt3d_passes.op import whole_vector_rows
+
+    w = structured_weight((13, in_shape[1], 1, 3, 3), "kgs", 0.5, (8, 4), rng)
+    w[0, 0, 0, 1, 1] = 1.0
+    packed = S.compact(w, (8, 4))
+    geo = Conv3DGeometry(in_shape, (1, 3, 3), strides, (0, 1, 1), dilation, copy_layout)
+    assert geo.w_phases == strides[2] and whole_vector_rows(geo, 8) == extent
+    func = kgs_conv3d_primfunc(in_shape, packed, strides, (0, 1, 1), dilation,
+                               row_extent=extent, copy_layout=copy_layout)
+    sch = s_tir.Schedule(func)
+    schedules.schedule_kgs_conv3d_cpu(sch)
+    x = rng.standard_normal(in_shape).astype(np.float32)
+    out = run_kgs(sch.mod, x, packed, geo, 13)
+    assert_close_rel(out, conv3d_reference(x, w, strides, (0, 1, 1), dilation), 1e-5)
+
+
+def test_whole_vector_rows_need_a_padded_copy(rng):
+    """Longer rows read past a row's end: only a padded copy read by a non-channel-wise
+    operator (its copy gets the extra zero channel) allows that; a flat input or a
+    channel-wise operator are errors."""
     from tvm import te
 
     from rt3d_passes.op import kgs_conv3d_te
 
     in_shape = (1, 8, 3, 14, 14)
-    packed = S.compact(structured_weight((8, 8, 3, 3, 3), "kgs", 0.0, (8, 4), rng), (8, 4))
-    with pytest.raises(ValueError, match="W phases"):
-        kgs_conv3d_primfunc(in_shape, packed, (1, 1, 2), (1, 1, 1), row_extent=16)
     depthwise = S.compact(structured_weight((8, 1, 3, 3, 3), "dense", 0.0, (1, 1), rng), (1, 1))
     values = te.placeholder(depthwise.values.shape, "float32", name="values")
     offsets = te.placeholder(depthwise.values.shape[:2], "int32", name="offsets")
