@@ -192,7 +192,7 @@ class Conv3DGeometry:
         return self.input_shape[1] * (dp * hp + (self.copy_layout == "DHCW")) * wp
 
     @property
-    def strides_stored(self) -> tuple[int, int, int]:
+    def copy_strides(self) -> tuple[int, int, int]:
         """Elements between consecutive channels, depth planes and rows of the padded copy."""
         dp, hp, wp = self.stored_spatial
         if self.copy_layout == "DHCW":
@@ -280,7 +280,7 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
             raise ValueError("a channel-wise layer keeps its padded copy per channel (CDHW), "
                              f"got copy layout {geometry.copy_layout}")
         c = np.zeros_like(c)
-    channel, plane, row = geometry.strides_stored
+    channel, plane, row = geometry.copy_strides
     off = c * channel + a * dd * plane + b * dh * row + geometry.stored_column(e * dw)
     # padding slots of short groups: a valid address (their weights are zero)
     off[np.arange(off.shape[1])[None, :] >= packed.counts[:, None]] = PAD_OFFSET
@@ -377,7 +377,7 @@ def kgs_conv3d_te(
                                             extra_channels=int(row_len > ow),
                                             copy_layout=copy_layout)
     t = te.reduce_axis((0, t_len), name="t")
-    _, plane, row = (hp * wp, hp * wp, wp) if flat else geo.strides_stored
+    _, plane, row = geo.copy_strides
     # a channel-wise operator's offsets lie in [0, last_tap]; the clamp below reaches the
     # channel's last element from the last output voxel, so the read region is the whole
     # channel (a shorter one leaves a predicate on every element of the copy)

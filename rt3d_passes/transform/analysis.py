@@ -16,6 +16,7 @@ from tvm import IRModule, relax
 
 from ..op.kgs_conv3d import Conv3DGeometry
 from ..sparsity import SparsityFormatError, SparsityInfo, classify
+from ..target import host_target
 from .algorithm import choose_algorithm
 from .options import RewriteOptions
 
@@ -338,8 +339,6 @@ def inspect(
     :func:`format_reports`. ``target``: the target whose cost model decides the algorithms
     (default: the current target, else the host's), as a compile for it would.
     """
-    from ..target import host_target
-
     target = target or tvm.target.Target.current(allow_none=True) or host_target()
     opts = RewriteOptions.of(options, min_mac_reduction=min_mac_reduction, group=group,
                              include_dense=include_dense, stray_tolerance=stray_tolerance,

@@ -143,7 +143,7 @@ def test_dhcw_offsets_address_the_same_elements(rng):
     flat_dhcw = np.concatenate([padded.transpose(1, 2, 0, 3).reshape(-1), np.zeros(5 * 6)])
     kept = np.arange(packed.values.shape[1])[None, :] < packed.counts[:, None]
     # output depth 1 (depth 0's first tap reads the zero plane in front), row 2, column 3
-    a, b = (flat[column_offsets(packed, geo) + geo.strides_stored[1] + 2 * geo.strides_stored[2]
+    a, b = (flat[column_offsets(packed, geo) + geo.copy_strides[1] + 2 * geo.copy_strides[2]
                  + 3][kept] for flat, geo in ((flat_cdhw, cdhw), (flat_dhcw, dhcw)))
     assert a.all() and np.array_equal(a, b)
 
