@@ -436,17 +436,20 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
     p_front, p_top, p_left = (int(v) for v in before)
     phase_len = wp // w_phases  # rows of a phase-split copy hold w_phases equal phases
 
+    def _read(n, c, dd, hh, q, *conditions):
+        # element q of padded row (dd, hh) of channel c (q in stored order: W phases map it
+        # back to its column); zero outside the input and where ``conditions`` fail
+        ww = (q % phase_len * w_phases + q // phase_len if w_phases > 1 else q) - p_left
+        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in,
+                          *conditions)
+        return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
+
     def _pad(n, f):
         # f enumerates (c, dd, hh, ww) of the padded input; schedules split f into these four
         # loops so the divisions below simplify away.
         c = f // (dp * hp * wp)
-        dd = f // (hp * wp) % dp - p_front
-        hh = f // wp % hp - p_top
-        q = f % wp
-        ww = (q % phase_len * w_phases + q // phase_len if w_phases > 1 else q) - p_left
-        inside = tirx.all(dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0, ww < w_in,
-                          *([c < chans] if extra_channels else []))
-        return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
+        return _read(n, c, f // (hp * wp) % dp - p_front, f // wp % hp - p_top, f % wp,
+                     *([c < chans] if extra_channels else []))
 
     if copy_layout == "DHCW":
         if per_channel:
@@ -455,14 +458,8 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
         def _pad_rows(n, f):
             # f enumerates (dd * Hp + hh, c, ww); schedules split f into these three loops
             p = f // (chans * wp)
-            c = f // wp % chans
-            dd = p // hp - p_front
-            hh = p % hp - p_top
-            q = f % wp
-            ww = (q % phase_len * w_phases + q // phase_len if w_phases > 1 else q) - p_left
-            inside = tirx.all(p < dp * hp, dd >= 0, dd < d_in, hh >= 0, hh < h_in, ww >= 0,
-                              ww < w_in)
-            return tirx.if_then_else(inside, x[n, c, dd, hh, ww], tirx.const(0, x.dtype))
+            return _read(n, f // wp % chans, p // hp - p_front, p % hp - p_top, f % wp,
+                         p < dp * hp)
 
         return te.compute((n_batch, (dp * hp + 1) * chans * wp), _pad_rows, name=name,
                           attrs={"schedule_rule": NO_SCHEDULE_RULE})
