@@ -89,7 +89,8 @@ NO_SCHEDULE_RULE = "None"
 WINOGRAD_CONV3D_ATTR = "rt3d.winograd_conv3d"
 #: PrimFunc attribute: output channels per group of the transformed weights (g_m).
 WINOGRAD_GROUP_ATTR = "rt3d.winograd_group"
-#: PrimFunc attribute: ``(Dp, Hp, Wp, nH, nW)``, the tiled padded input and the tile grid.
+#: PrimFunc attribute: ``(Dp, Hp, Wp, nH, nW)``, the tiled padded input (``Wp``: its stored
+#: row, split into ``m`` W phases) and the tile grid.
 WINOGRAD_SHAPE_ATTR = "rt3d.winograd_shape"
 #: Blocks of the Winograd operator: padded input, input transform, transformed-domain GEMM,
 #: output transform, fused epilogue.

@@ -148,11 +148,12 @@ AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
 #: registers each, spilling (measured: 10x slower).
-AVX512 = CPUConfig("x86-avx512", lanes=8, max_registers=24)
+AVX512 = CPUConfig("x86-avx512", lanes=8, max_registers=24, transform_byte_cost=5.5)
 #: aarch64 NEON (every Kryo core): 32 registers of 4 fp32, 3/4 of them for accumulators
 #: (vectorized over a group of ``g_m = 4`` channels it is the by-element
-#: ``fmla v.4s, v.4s, v.s[i]`` form; along W, 4 positions per register).
-NEON = CPUConfig("arm-neon", lanes=4, max_registers=24)
+#: ``fmla v.4s, v.4s, v.s[i]`` form; along W, 4 positions per register). The Winograd traffic
+#: cost is x86's (not measured on a phone).
+NEON = CPUConfig("arm-neon", lanes=4, max_registers=24, transform_byte_cost=5.5)
 
 
 def is_arm(target: Target) -> bool:
@@ -200,15 +201,19 @@ def copy_layout(target: Target | None, kernel: Sequence[int], padded: bool,
 def winograd_transform_byte_cost(target: Target | None) -> float:
     """What the Winograd cost model charges per byte of the transformed input and of the
     GEMMs' output, which the Winograd operator writes to memory and reads back once each:
-    :attr:`CPUConfig.transform_byte_cost` of a CPU ``target``, 0 for any other or none.
+    :attr:`CPUConfig.transform_byte_cost` of a CPU ``target`` (of :func:`cpu_config`'s
+    default without one), 0 for a GPU (which runs no Winograd).
 
-    On Zen 3 (AVX2) that traffic decided R(2+1)D-18's layer1 1x3x3 convs (64 -> 144
-    channels on 16x56x56: 188 MB for F(4x4)): F(4x4) ran 1.14x slower than direct, where the
-    model without the term predicted 1.47x faster; at the memory's cost (5.5, as the
-    weights') it predicts 1.14x and keeps them direct, and every other C3D and R(2+1)D
-    layer keeps its pick (``benchmarks/winograd_bench.py``). On Zen 4 (AVX-512) the same
-    layers ran 1.93x faster with F(4x4), and the model's constants were fitted there without
-    the term: AVX-512 keeps 0."""
+    Session 11 (Zen 3, scalar transforms) added the term for AVX2 only: R(2+1)D-18's layer1
+    (64 -> 144 channels on 16x56x56, 188 MB of transformed tensors for F(4x4)) ran 1.14x
+    slower than direct there, 1.93x faster on Zen 4, whose constants were fitted without it.
+    With vectorized transforms (session 12) the transforms no longer hide the traffic: every
+    CPU config charges it at the memory's cost (5.5, as the weights'); then the model picks
+    the measured fastest variant on all 12 layers of ``benchmarks/winograd_bench.py`` on Zen 3,
+    the same picks as Zen 4's measured best, and keeps C3D's 3-channel conv1 direct (F(4x4)
+    0.79x on Zen 3), which with no charge it would have taken."""
+    if target is None:
+        return cpu_config(None).transform_byte_cost
     config = _config_of_cpu(target)
     return 0.0 if config is None else config.transform_byte_cost
 

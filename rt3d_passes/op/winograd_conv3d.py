@@ -9,7 +9,8 @@ depth taps and input channels are summed in the transformed domain, so every inp
 transformed once and every output tile inverse-transformed once (the "without depth
 transform" scheme of TVM's former CUDA ``conv3d_winograd``):
 
-1. ``pad``: the input, zero padded so that whole tiles fit (flat per batch element);
+1. ``pad``: the input, zero padded so that whole tiles fit (flat per batch element), each
+   row stored split into its ``m`` phases along W (:attr:`WinogradGeometry.stored_row`);
 2. ``pack`` (input transform) ``V[n, e, (c, dp, p)] = (B^T d B)[e]`` for every input channel
    ``c``, padded depth slice ``dp`` and tile ``p`` of the ``nH x nW`` tiles of a slice;
 3. ``bgemm``: for each of the ``alpha^2`` points ``e``, a GEMM over the kept columns
@@ -130,6 +131,21 @@ class WinogradGeometry(Conv3DGeometry):
         _, oh, ow = self.output_spatial
         self.n_h = -(-oh // self.tile)
         self.n_w = -(-ow // self.tile)
+
+    @property
+    def phase_len(self) -> int:
+        """Stored length of each of the ``m`` W phases of a padded row (see
+        :attr:`stored_row`)."""
+        return self.n_w + 1
+
+    @property
+    def stored_row(self) -> int:
+        """Stored length of a padded row: split into its ``m`` phases along W (column ``w``
+        at ``(w % m) * phase_len + w // m``), so the element ``(r1, r2)`` of the tiles of a
+        tile row is one contiguous run over the tiles (phase ``r2 % m``, from ``r2 // m``):
+        the input transform loads whole vectors, where the plain row gave strided reads
+        (the transform ran scalar)."""
+        return self.tile * self.phase_len
 
     @property
     def tiles(self) -> int:
@@ -319,7 +335,7 @@ def winograd_conv3d_te(
                          f"residual={residual}), got {len(extra)}")
     dtype = x.dtype
     n_batch, chans = shape[:2]
-    dp, hp, wp = geo.tiled_spatial
+    dp, hp, _ = geo.tiled_spatial
     od, oh, ow = geo.output_spatial
     alpha, m, n_w, tiles = geo.alpha, geo.tile, geo.n_w, geo.tiles
     e_count, g_count, t_len, gm = (int(s) for s in values.shape)
@@ -333,17 +349,21 @@ def winograd_conv3d_te(
         raise ValueError(f"{out_channels} output channels do not fit {g_count} groups of {gm}")
     a_mat, b_mat, _ = winograd_matrices(m)
 
-    xpad = flat_padded_input(x, (dp, hp, wp), geo.padding[:3], WINOGRAD_PAD_BLOCK)
-
+    row, phase_len = geo.stored_row, geo.phase_len
+    xpad = flat_padded_input(x, (dp, hp, row), geo.padding[:3], WINOGRAD_PAD_BLOCK,
+                             w_phases=m)
 
     def _pack(n, e, f):
-        # f enumerates (c, dp, th, tw); schedules split it into these loops
+        # f enumerates (c, dp, th, tw); schedules split it into these loops. Element (r1, r2)
+        # of tile (th, tw) is column tw * m + r2 of row th * m + r1: phase r2 % m, stored
+        # at tw + r2 // m (contiguous over tw)
         c = f // (dp * tiles)
         d = f // tiles % dp
         th = f % tiles // n_w
         tw = f % n_w
-        base = ((c * dp + d) * hp + th * m) * wp + tw * m
-        exprs = _transform(b_mat, lambda r1, r2: xpad[n, base + r1 * wp + r2], dtype)
+        base = ((c * dp + d) * hp + th * m) * row + tw
+        exprs = _transform(b_mat, lambda r1, r2: xpad[
+            n, base + r1 * row + r2 % m * phase_len + r2 // m], dtype)
         value = _select(e // alpha, e % alpha, exprs)
         # zero channels after the last: the padded positions of the GEMM read them
         return tirx.if_then_else(c < chans, value, tirx.const(0, dtype)) if extra_c else value
@@ -380,11 +400,12 @@ def winograd_conv3d_te(
 
 def winograd_conv3d_attrs(geometry: WinogradGeometry, group_m: int) -> dict:
     """The PrimFunc attributes that mark the operator and give schedules its geometry."""
-    dp, hp, wp = geometry.tiled_spatial
+    dp, hp, _ = geometry.tiled_spatial
     return {
         WINOGRAD_CONV3D_ATTR: int(geometry.tile),
         WINOGRAD_GROUP_ATTR: int(group_m),
-        WINOGRAD_SHAPE_ATTR: [int(v) for v in (dp, hp, wp, geometry.n_h, geometry.n_w)],
+        WINOGRAD_SHAPE_ATTR: [int(v) for v in (dp, hp, geometry.stored_row, geometry.n_h,
+                                               geometry.n_w)],
         KGS_GEOMETRY_ATTR: [int(v) for v in (*geometry.kernel, *geometry.strides,
                                              *geometry.padding, *geometry.dilation,
                                              *geometry.input_shape)],

@@ -12,9 +12,12 @@ CPU's vector FMA peak:
   over :data:`BGEMM_EFFICIENCY`; the transformed weights' bytes (``alpha^2 / 9`` times the
   kernel's: 1.8x for F(2x2), 4x for F(4x4) -- on small maps with many channels, C3D's
   conv5 and R(2+1)D's layer4, streaming them costs more than the multiplications saved); and
-  the input and output transforms: their scalar terms per tile, computed separably
+  the input and output transforms: their terms per tile, computed separably
   (``B^T d B``: 64 for F(2x2), 312 for F(4x4); ``A^T M A``: 36 and 180) at
-  :data:`SCALAR_TERM_COST` each; and the transformed tensors' bytes: the operator writes
+  :data:`SCALAR_TERM_COST` each, over the tiles one vector holds
+  (``schedules.cpu_winograd_conv3d.transform_lanes``: the schedule runs both transforms'
+  vectors over the tiles of a tile row; the output transform only when W is a multiple of
+  the tile); and the transformed tensors' bytes: the operator writes
   the transformed input and the GEMMs' output (``alpha^2`` values per tile of each) to memory
   and reads them back once, at the current target's cost per byte
   (``schedules.cpu_kgs_conv3d.winograd_transform_byte_cost``: on Zen 3 that traffic made
@@ -22,7 +25,11 @@ CPU's vector FMA peak:
 
 Winograd is chosen when its best tile is cheaper than direct by :data:`WINOGRAD_MARGIN`, so a
 close call stays direct (the pass must not pick a loser). The constants were fitted to
-``benchmarks/schedule_bench.py --winograd`` on C3D's and R(2+1)D's layers (AVX-512, 2 threads);
+``benchmarks/schedule_bench.py --winograd`` on C3D's and R(2+1)D's layers (AVX-512, 2 threads)
+when the transforms ran scalar; with vectorized transforms (session 12, Zen 3) the same
+constants pick the fastest variant on all 12 layers of ``benchmarks/winograd_bench.py``,
+predicting less gain than measured on 11 of them (R(2+1)D's layer1 F(4x4): 1.91x predicted,
+1.75x measured);
 what a user forces per layer (``RewriteOptions.algorithms``) overrides the model, and so do
 measured times (``RewriteOptions.measured``, from a tuning database that holds the layer's
 candidates: :func:`rt3d_passes.tuning.measured_choices`).
@@ -35,7 +42,8 @@ import dataclasses
 import numpy as np
 from tvm.target import Target
 
-from schedules.cpu_kgs_conv3d import winograd_transform_byte_cost
+from schedules.cpu_kgs_conv3d import cpu_config, winograd_transform_byte_cost
+from schedules.cpu_winograd_conv3d import transform_lanes
 
 from ..op.kgs_conv3d import Conv3DGeometry
 from ..op.winograd_conv3d import (
@@ -61,8 +69,8 @@ __all__ = [
 DIRECT_EFFICIENCY = 0.8
 #: Fraction of the FMA peak of the Winograd operator's transformed-domain GEMMs.
 BGEMM_EFFICIENCY = 0.75
-#: Cost of one scalar term of a transform, in vector-MAC equivalents (a scalar multiply-add
-#: against one lane of a 16-lane FMA, both at two per cycle, plus its load).
+#: Cost of one term of a transform, in vector-MAC equivalents (a multiply-add against one
+#: lane of a 16-lane FMA, both at two per cycle, plus its load); a vector of tiles shares it.
 SCALAR_TERM_COST = 15.0
 #: Cost of streaming one byte of weights, in vector-MAC equivalents (the FMA peak over the
 #: memory bandwidth of the cores, about 110 G MAC/s against 20-30 GB/s on 2 cores here).
@@ -91,16 +99,20 @@ class AlgorithmChoice:
 
 
 def _winograd_cost(geo: WinogradGeometry, out_channels: int, columns: int,
-                   byte_cost: float) -> float:
+                   byte_cost: float, lanes: int = 1) -> float:
     pack_tiles, inverse_tiles = geo.transform_elements(out_channels)
+    # the transforms run vectors over the tiles of a tile row (the output transform only
+    # when W is a multiple of the tile): one term per vector of tiles
+    pack_lanes = transform_lanes(geo.n_w, lanes)
+    inverse_lanes = pack_lanes if geo.output_spatial[2] % geo.tile == 0 else 1
     weight_bytes = 4 * geo.alpha**2 * out_channels * columns
     # the transformed input and the GEMMs' output: written, then read back once each
     transformed_bytes = 2 * 4 * geo.alpha**2 * (pack_tiles + inverse_tiles)
     # streaming the weights overlaps the multiplications: the slower of the two counts
     return (max(geo.bgemm_macs(out_channels, columns) / BGEMM_EFFICIENCY,
                 WEIGHT_BYTE_COST * weight_bytes)
-            + SCALAR_TERM_COST * (pack_tiles * _PACK_TERMS[geo.tile]
-                                  + inverse_tiles * _INVERSE_TERMS[geo.tile])
+            + SCALAR_TERM_COST * (pack_tiles * _PACK_TERMS[geo.tile] / pack_lanes
+                                  + inverse_tiles * _INVERSE_TERMS[geo.tile] / inverse_lanes)
             + byte_cost * transformed_bytes)
 
 
@@ -164,7 +176,9 @@ def choose_algorithm(
     voxels = geometry.input_shape[0] * int(np.prod(geometry.output_spatial))
     direct = max(computed_macs / DIRECT_EFFICIENCY,
                  WEIGHT_BYTE_COST * 4 * computed_macs / max(voxels, 1))
-    byte_cost = winograd_transform_byte_cost(Target.current(allow_none=True))
+    target = Target.current(allow_none=True)
+    byte_cost = winograd_transform_byte_cost(target)
+    lanes = cpu_config(target).lanes if target is None or "cpu" in target.keys else 1
     tiles = WINOGRAD_TILES
     if forced in ("winograd2", "winograd4"):
         tiles = (int(forced[-1]),)
@@ -173,7 +187,7 @@ def choose_algorithm(
         geo = WinogradGeometry(geometry.input_shape, geometry.kernel, geometry.padding, tile)
         # every output group padded to the longest group's columns, as the operator runs
         costs[tile] = _winograd_cost(geo, -(-m_out // gm) * gm, int(counts.max()),
-                                     byte_cost)
+                                     byte_cost, lanes)
     tile = min(costs, key=costs.get)
     gain = direct / max(costs[tile], 1.0)
     kept = f"{int(counts.max())}/{weight.shape[1] * weight.shape[2]} (c, kd) planes"

@@ -132,36 +132,71 @@ def test_cost_model_picks_winograd_where_it_pays():
 
 
 def test_transformed_tensors_cost_what_the_target_says():
-    """On AVX2 (Zen 3, measured) the transformed tensors' memory traffic keeps R(2+1)D-18's
-    layer1 (64 -> 144 channels on 16x56x56) direct, where F(4x4) ran 1.14x slower; its
-    layer2 keeps F(4x4) (1.54x faster). AVX-512, other targets and no target charge nothing:
-    layer1 takes F(4x4) there (1.93x faster on Zen 4). ``inspect`` reports for the target it
-    is given."""
-    from schedules.cpu_kgs_conv3d import AVX2, AVX512, winograd_transform_byte_cost
+    """Every CPU config charges the transformed tensors' memory traffic (5.5 vector-MACs a
+    byte), a GPU nothing (it runs no Winograd); no target: the default config's. The term
+    decides narrow layers on large maps: 32 -> 32 channels, 1x3x3 on 16x56x56, and C3D's
+    3-channel conv1 stay direct with it (conv1's F(4x4): 0.79x on Zen 3) and would take
+    F(4x4) without it. R(2+1)D-18's layer1 (64 -> 144) takes F(4x4): with vectorized
+    transforms it ran 1.75x faster than direct on Zen 3. ``inspect`` reports for the target
+    it is given."""
+    from rt3d_passes.op.winograd_conv3d import WinogradGeometry
+    from rt3d_passes.transform.algorithm import DIRECT_EFFICIENCY, _winograd_cost
+    from schedules.cpu_kgs_conv3d import AVX2, AVX512, NEON, winograd_transform_byte_cost
 
     avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
     avx512 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
-    assert (AVX2.transform_byte_cost, AVX512.transform_byte_cost) == (5.5, 0.0)
-    assert winograd_transform_byte_cost(avx2) == 5.5
-    for other in (avx512, tvm.target.Target("qcom/adreno-opencl"), None):
-        assert winograd_transform_byte_cost(other) == 0.0
+    assert {c.transform_byte_cost for c in (AVX2, AVX512, NEON)} == {5.5}
+    for target in (avx2, avx512, None):
+        assert winograd_transform_byte_cost(target) == 5.5
+    assert winograd_transform_byte_cost(tvm.target.Target("qcom/adreno-opencl")) == 0.0
+    narrow = dict(shape=(1, 32, 16, 56, 56), out=32, kernel=(1, 3, 3), padding=(0, 1, 1))
+    conv1 = dict(shape=(1, 3, 16, 112, 112), out=64, kernel=(3, 3, 3), padding=(1, 1, 1))
     layer1 = dict(shape=(1, 64, 16, 56, 56), out=144, kernel=(1, 3, 3), padding=(0, 1, 1))
-    layer2 = dict(shape=(1, 128, 8, 28, 28), out=288, kernel=(1, 3, 3), padding=(0, 1, 1))
-    with avx2:
-        assert _choice(**layer1).algorithm == "direct"
-        assert _choice(**layer2).tile == 4
-    with avx512:
-        assert _choice(**layer1).tile == 4
-    assert _choice(**layer1).tile == 4
+    for target in (avx2, avx512):
+        with target:
+            assert _choice(**narrow).algorithm == _choice(**conv1).algorithm == "direct"
+            assert _choice(**layer1).tile == 4
+    for layer in (narrow, conv1):  # without the term: F(4x4) by more than the margin
+        geo = WinogradGeometry(layer["shape"], layer["kernel"], layer["padding"], 4)
+        direct = (layer["out"] * layer["shape"][1] * int(np.prod(layer["kernel"]))
+                  * int(np.prod(geo.output_spatial))) / DIRECT_EFFICIENCY
+        columns = layer["shape"][1] * layer["kernel"][0]
+        assert direct / _winograd_cost(geo, layer["out"], columns, 0.0, 8) > 1.25
+        assert direct / _winograd_cost(geo, layer["out"], columns, 5.5, 8) < 1.25
 
+    # 28x28 maps give F(4x4) 7 tiles a row: 7-lane vectors on x86, scalar transforms with
+    # NEON's 4 lanes, so a 64 -> 64 layer there is Winograd on x86 only
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(layer1["shape"], "float32"))
+    x = relax.Var("x", relax.TensorType((1, 64, 8, 28, 28), "float32"))
     with bb.function("main", [x]):
         bb.emit_func_output(bb.emit(relax.op.nn.conv3d(
-            x, relax.const(np.ones((144, 64, 1, 3, 3), np.float32)), padding=(0, 1, 1))))
+            x, relax.const(np.ones((64, 64, 1, 3, 3), np.float32)), padding=(0, 1, 1))))
     (on_avx2,) = rt3d_passes.inspect(bb.get(), include_dense=True, target=avx2)
-    (on_avx512,) = rt3d_passes.inspect(bb.get(), include_dense=True, target=avx512)
-    assert (on_avx2.algorithm, on_avx512.algorithm) == ("direct", "winograd")
+    (on_arm,) = rt3d_passes.inspect(bb.get(), include_dense=True, target=tvm.target.Target(
+        {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}))
+    assert (on_avx2.algorithm, on_arm.algorithm) == ("winograd", "direct")
+
+
+def test_transform_terms_are_shared_by_a_vector_of_tiles():
+    """The model charges a transform term once per vector of tiles
+    (``transform_lanes``); the output transform stays scalar on a partial last tile."""
+    from rt3d_passes.op.winograd_conv3d import WinogradGeometry
+    from rt3d_passes.transform.algorithm import SCALAR_TERM_COST, _winograd_cost
+
+    def transforms(shape, lanes):
+        geo = WinogradGeometry(shape, (3, 3, 3), (1, 1, 1), 4)
+        return (_winograd_cost(geo, 16, 16 * 3, 0.0, lanes)
+                - _winograd_cost(geo, 16, 16 * 3, 0.0, 1)) / SCALAR_TERM_COST
+
+    whole = (1, 16, 4, 56, 56)  # 14 tiles a row: 7 per vector, both transforms
+    pack_tiles, inverse_tiles = WinogradGeometry(whole, (3, 3, 3), (1, 1, 1),
+                                                 4).transform_elements(16)
+    assert transforms(whole, 8) == pytest.approx(
+        -(pack_tiles * 312 + inverse_tiles * 180) * (1 - 1 / 7))
+    partial = (1, 16, 4, 14, 14)  # 14 = 3 x 4 + 2: 4 tiles a row, the last one cropped
+    pack_tiles, inverse_tiles = WinogradGeometry(partial, (3, 3, 3), (1, 1, 1),
+                                                 4).transform_elements(16)
+    assert transforms(partial, 8) == pytest.approx(-pack_tiles * 312 * (1 - 1 / 4))
 
 
 def test_forced_algorithms():
