@@ -84,6 +84,7 @@ __all__ = [
     "untuned_tile",
     "vector_axis_default",
     "w_is_contiguous",
+    "winograd_cost_config",
     "winograd_transform_byte_cost",
 ]
 
@@ -177,6 +178,12 @@ def _config_of_cpu(target: Target | None) -> CPUConfig | None:
     return None if target is None or "cpu" not in target.keys else cpu_config(target)
 
 
+def winograd_cost_config(target: Target | None) -> CPUConfig | None:
+    """The config the Winograd cost model sizes a layer for: :func:`cpu_config` of a CPU
+    ``target`` (its default without one), None for a GPU (which runs no Winograd)."""
+    return cpu_config(None) if target is None else _config_of_cpu(target)
+
+
 def copy_layout(target: Target | None, kernel: Sequence[int], padded: bool,
                 channelwise: bool) -> str:
     """Layout of a KGS layer's padded copy on ``target`` (``rt3d_passes.op.COPY_LAYOUTS``):
@@ -212,9 +219,7 @@ def winograd_transform_byte_cost(target: Target | None) -> float:
     the measured fastest variant on all 12 layers of ``benchmarks/winograd_bench.py`` on Zen 3,
     the same picks as Zen 4's measured best, and keeps C3D's 3-channel conv1 direct (F(4x4)
     0.79x on Zen 3), which with no charge it would have taken."""
-    if target is None:
-        return cpu_config(None).transform_byte_cost
-    config = _config_of_cpu(target)
+    config = winograd_cost_config(target)
     return 0.0 if config is None else config.transform_byte_cost
 
 

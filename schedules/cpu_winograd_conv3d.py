@@ -56,6 +56,7 @@ __all__ = [
     "POSITION_CHUNK",
     "WinogradConv3DCPU",
     "gemm_column_block",
+    "output_transform_lanes",
     "positions_chunk",
     "schedule_bgemm",
     "schedule_input_transform",
@@ -82,11 +83,11 @@ POSITION_CHUNK = 8
 
 
 def _bgemm_tile(positions: int, gm: int, lanes: int, max_registers: int,
-                channels: int | None = None) -> tuple[str, int]:
+                channels: int) -> tuple[str, int]:
     """``(vector axis, R)``: positions along the vectors when a full vector fits (``channels``
-    of the group per register tile, all when None), else the group's channels."""
+    of the group per register tile), else the group's channels."""
     if positions >= lanes:
-        cap = lanes * max(1, max_registers // (channels or gm))
+        cap = lanes * max(1, max_registers // channels)
         whole = [r for r in range(lanes, cap + 1, lanes) if positions % r == 0]
         return "q", max(whole) if whole else largest_divisor(positions, cap)
     per_position = -(-gm // lanes)
@@ -125,6 +126,13 @@ def transform_lanes(n_w: int, lanes: int) -> int:
     return largest_divisor(n_w, lanes)
 
 
+def output_transform_lanes(n_w: int, width: int, tile: int, lanes: int) -> int:
+    """Vector lanes of the output transform: :func:`transform_lanes`, or 1 (scalar) when
+    the output's ``width`` is no multiple of the ``tile`` (the partial last tile of a row is
+    cropped per lane)."""
+    return transform_lanes(n_w, lanes) if width % tile == 0 else 1
+
+
 def schedule_input_transform(sch: s_tir.Schedule, lanes: int = 8) -> None:
     """Pad and pack (the input transform) of a Winograd conv3d: per tile row, vectors over
     :func:`transform_lanes` tiles, the alpha^2 points unrolled."""
@@ -160,7 +168,8 @@ def schedule_bgemm(sch: s_tir.Schedule, fixed: bool, lanes: int, max_registers: 
     gm = int(func_attr(sch.mod, WINOGRAD_GROUP_ATTR))
     blk = sch.get_sblock(WINOGRAD_BGEMM_BLOCK)
     n, e, mo, q, t = sch.get_loops(blk)
-    positions = int(sch.get(q).extent)
+    positions, t_len = int(sch.get(q).extent), int(sch.get(t).extent)
+    weight_bytes = 4 * int(sch.get(mo).extent) * t_len  # the weights of one point
     ct = tile_channels(gm, channel_tile)
     axis_default, fixed_r = _bgemm_tile(positions, gm, lanes, max_registers, ct)
     axis = axis or axis_default
@@ -172,7 +181,6 @@ def schedule_bgemm(sch: s_tir.Schedule, fixed: bool, lanes: int, max_registers: 
     qo, qi = sch.split(q, r)
     mo_tile, mi = sch.split(mi, [None, ct])
     inner = (qi, mi) if axis == "m" else (mi, qi)
-    t_len = int(sch.get(t).extent)
     block = largest_divisor(t_len, column_block) if column_block else 0
     if axis == "q" and block >= COLUMN_BLOCK_MIN:
         # every group of a position tile inside one task, the columns in blocks: a block's
@@ -181,7 +189,7 @@ def schedule_bgemm(sch: s_tir.Schedule, fixed: bool, lanes: int, max_registers: 
         tb, t = sch.split(t, [None, block])
         # a point's weights larger than the L2 stream from L3 once per task: tasks of
         # several position tiles read each block of them once for all
-        chunk = positions_chunk(sch, blk, int(sch.get(qo).extent))
+        chunk = positions_chunk(weight_bytes, int(sch.get(qo).extent))
         if chunk > 1:
             qo, qc = sch.split(qo, [None, chunk])
             sch.reorder(n, e, qo, g, tb, qc, mo_tile, t, *inner)
@@ -214,14 +222,11 @@ def schedule_bgemm(sch: s_tir.Schedule, fixed: bool, lanes: int, max_registers: 
     return axis
 
 
-def positions_chunk(sch: s_tir.Schedule, block, tiles: int) -> int:
-    """Position tiles per GEMM task (the AVX2 order): :data:`POSITION_CHUNK` (the largest
-    divisor of ``tiles`` up to it) when one transformed point's weights exceed
-    :data:`CHUNK_WEIGHT_BYTES`, else 1."""
-    # the transformed weights: the GEMM's only 4-D input, [alpha^2, G, T, g_m]
-    (values,) = [r.source for r in sch.get(block).reads if len(r.source.shape) == 4]
-    _, groups, columns, gm = (int(v) for v in values.shape)
-    if 4 * groups * columns * gm <= CHUNK_WEIGHT_BYTES:
+def positions_chunk(weight_bytes: int, tiles: int) -> int:
+    """Position tiles per GEMM task (the AVX2 order) of ``tiles``: :data:`POSITION_CHUNK` (the
+    largest divisor of ``tiles`` up to it) when one transformed point's weights
+    (``weight_bytes``) exceed :data:`CHUNK_WEIGHT_BYTES`, else 1."""
+    if weight_bytes <= CHUNK_WEIGHT_BYTES:
         return 1
     return largest_divisor(tiles, POSITION_CHUNK)
 
@@ -246,8 +251,7 @@ def schedule_output_transform(sch: s_tir.Schedule, lanes: int = 8) -> None:
         if sch.get(consumer).name_hint == WINOGRAD_EPILOGUE_BLOCK:
             sch.reverse_compute_inline(consumer)
     n, mo, d, h, w = sch.get_loops(inv)
-    # a partial last tile along W (W no multiple of m) is cropped per lane: scalar
-    v = transform_lanes(n_w, lanes) if int(sch.get(w).extent) % m == 0 else 1
+    v = output_transform_lanes(n_w, int(sch.get(w).extent), m, lanes)
     th, i = sch.split(h, [None, m])
     tw, j = sch.split(w, [None, m])
     two, twi = sch.split(tw, [None, v])
@@ -266,9 +270,11 @@ def gemm_column_block(config: CPUConfig) -> int:
 
 
 def schedule_winograd_cpu(sch: s_tir.Schedule, fixed: bool = True,
-                          target: Target | None = None) -> s_tir.Schedule:
-    """:func:`schedule_winograd_conv3d_cpu` sized for ``target`` (the current one when None)."""
-    config = cpu_config(target)
+                          target: Target | None = None,
+                          config: CPUConfig | None = None) -> s_tir.Schedule:
+    """:func:`schedule_winograd_conv3d_cpu` sized by ``config``, else for ``target`` (the
+    current one when None)."""
+    config = config or cpu_config(target)
     return schedule_winograd_conv3d_cpu(sch, fixed=fixed, lanes=config.lanes,
                                         max_registers=config.max_registers,
                                         channel_tile=config.channel_tile,

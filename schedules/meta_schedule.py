@@ -27,11 +27,7 @@ from .cpu_kgs_conv3d import (
     schedule_kgs_conv3d_cpu,
     w_is_contiguous,
 )
-from .cpu_winograd_conv3d import (
-    gemm_column_block,
-    schedule_winograd_conv3d_cpu,
-    schedule_winograd_cpu,
-)
+from .cpu_winograd_conv3d import schedule_winograd_cpu
 
 __all__ = ["cpu_space", "design_space", "schedule_for", "space_postprocs"]
 
@@ -95,10 +91,7 @@ def cpu_space(target: Target | None = None, config: CPUConfig | None = None):
     def _apply(sch: s_tir.Schedule, _block) -> list[s_tir.Schedule]:
         cfg = config or cpu_config(target)
         if _is_winograd(sch):
-            return [schedule_winograd_conv3d_cpu(sch.copy(), False, lanes=cfg.lanes,
-                                                 max_registers=cfg.max_registers,
-                                                 channel_tile=cfg.channel_tile,
-                                                 column_block=gemm_column_block(cfg))]
+            return [schedule_winograd_cpu(sch.copy(), fixed=False, config=cfg)]
         axes = ("w", "m") if w_is_contiguous(sch) else ("m",)
         return [schedule_kgs_conv3d_cpu(sch.copy(), False, lanes=cfg.lanes,
                                         max_registers=cfg.max_registers,

@@ -42,8 +42,8 @@ import dataclasses
 import numpy as np
 from tvm.target import Target
 
-from schedules.cpu_kgs_conv3d import cpu_config, winograd_transform_byte_cost
-from schedules.cpu_winograd_conv3d import transform_lanes
+from schedules.cpu_kgs_conv3d import winograd_cost_config
+from schedules.cpu_winograd_conv3d import output_transform_lanes, transform_lanes
 
 from ..op.kgs_conv3d import Conv3DGeometry
 from ..op.winograd_conv3d import (
@@ -104,7 +104,7 @@ def _winograd_cost(geo: WinogradGeometry, out_channels: int, columns: int,
     # the transforms run vectors over the tiles of a tile row (the output transform only
     # when W is a multiple of the tile): one term per vector of tiles
     pack_lanes = transform_lanes(geo.n_w, lanes)
-    inverse_lanes = pack_lanes if geo.output_spatial[2] % geo.tile == 0 else 1
+    inverse_lanes = output_transform_lanes(geo.n_w, geo.output_spatial[2], geo.tile, lanes)
     weight_bytes = 4 * geo.alpha**2 * out_channels * columns
     # the transformed input and the GEMMs' output: written, then read back once each
     transformed_bytes = 2 * 4 * geo.alpha**2 * (pack_tiles + inverse_tiles)
@@ -176,9 +176,9 @@ def choose_algorithm(
     voxels = geometry.input_shape[0] * int(np.prod(geometry.output_spatial))
     direct = max(computed_macs / DIRECT_EFFICIENCY,
                  WEIGHT_BYTE_COST * 4 * computed_macs / max(voxels, 1))
-    target = Target.current(allow_none=True)
-    byte_cost = winograd_transform_byte_cost(target)
-    lanes = cpu_config(target).lanes if target is None or "cpu" in target.keys else 1
+    config = winograd_cost_config(Target.current(allow_none=True))
+    byte_cost = 0.0 if config is None else config.transform_byte_cost
+    lanes = 1 if config is None else config.lanes
     tiles = WINOGRAD_TILES
     if forced in ("winograd2", "winograd4"):
         tiles = (int(forced[-1]),)

@@ -118,11 +118,10 @@ def test_gemm_tasks_take_several_position_tiles_when_a_points_weights_are_large(
     384 KB (> CHUNK_WEIGHT_BYTES), two tiles a task (the largest divisor of 2 up to 8)."""
     w = np.ones((out, chans, 3, 3, 3), "float32")
     func, _, _ = winograd_conv3d_primfunc((1, chans, 2, 8, 8), w, (1, 1, 1), 2, group_m=8)
-    sch = s_tir.Schedule(func)
-    block = sch.get_sblock(contract.WINOGRAD_BGEMM_BLOCK)
-    assert positions_chunk(sch, block, 2) == expected
+    assert positions_chunk(4 * out * chans * 3, 2) == expected
     assert (4 * out * chans * 3 > CHUNK_WEIGHT_BYTES) == (expected > 1)
-    schedule_winograd_conv3d_cpu(sch, channel_tile=4, column_block=GEMM_COLUMN_BLOCK)
+    sch = schedule_winograd_conv3d_cpu(s_tir.Schedule(func), channel_tile=4,
+                                       column_block=GEMM_COLUMN_BLOCK)
     loops = _loops(sch, contract.WINOGRAD_BGEMM_BLOCK + "_update")
     # 2 x 16 tiles = 32 positions, tiles of 16: 2 position tiles, in 2 // expected tasks
     assert int(loops[0].extent) == 16 * (2 // expected)
