@@ -23,6 +23,7 @@ __all__ = [
     "KGS_ROW_EXTENT_ATTR",
     "KGS_SCHEDULE_RULE",
     "KGS_STRIDES_ATTR",
+    "KGS_VALUES_BLOCK",
     "KGS_W_PHASES_ATTR",
     "NO_SCHEDULE_RULE",
     "WINOGRAD_BGEMM_BLOCK",
@@ -34,6 +35,7 @@ __all__ = [
     "WINOGRAD_PAD_BLOCK",
     "WINOGRAD_SCHEDULE_RULE",
     "WINOGRAD_SHAPE_ATTR",
+    "channel_block",
     "func_attr",
     "is_kgs_conv3d",
     "is_rt3d_conv3d",
@@ -59,9 +61,10 @@ KGS_CHANNELWISE_ATTR = "rt3d.channel_multiplier"
 #: copy then holds one extra zero channel, so the reads past a row stay in bounds.
 KGS_ROW_EXTENT_ATTR = "rt3d.row_extent"
 #: PrimFunc attribute: the layout of the padded copy, ``"CDHW"`` (each channel's padded
-#: volume in turn) or ``"DHCW"`` (for each padded depth plane and row, every channel's row in
-#: turn, so the rows one output row reads for all its columns lie together;
-#: ``op.kgs_conv3d.Conv3DGeometry``).
+#: volume in turn), ``"DHCW"`` (for each padded depth plane and row, every channel's row in
+#: turn, so the rows one output row reads for all its columns lie together) or
+#: ``"CDHW8c"`` / ``"CDHW4c"`` (channel-wise operators: blocks of channels, each block's
+#: volume with its channels innermost; ``op.kgs_conv3d.Conv3DGeometry``).
 KGS_COPY_LAYOUT_ATTR = "rt3d.copy_layout"
 #: PrimFunc attribute: the conv geometry ``[kernel(3), strides(3), padding(6), dilation(3),
 #: input shape(5)]``, for passes that rebuild the operator (the epilogue fusion).
@@ -74,6 +77,9 @@ KGS_CONV3D_BLOCK = "kgs_conv3d"
 KGS_PAD_BLOCK = "kgs_pad"
 #: Drops the extra rows of a partial last output group.
 KGS_CROP_BLOCK = "kgs_crop"
+#: A channel-blocked operator's weights regrouped per block of channels (``[blocks, T,
+#: block]``, zero past the last channel; ``op.kgs_conv3d.channel_block``).
+KGS_VALUES_BLOCK = "kgs_values_blocked"
 #: The fused elementwise epilogue (bias, residual add, ReLU).
 KGS_EPILOGUE_BLOCK = "kgs_epilogue"
 
@@ -101,6 +107,15 @@ WINOGRAD_INVERSE_BLOCK = "winograd_inverse"
 WINOGRAD_EPILOGUE_BLOCK = "winograd_epilogue"
 #: The GEMM block's ``schedule_rule`` (MetaSchedule custom rule of the whole operator).
 WINOGRAD_SCHEDULE_RULE = "rt3d.winograd_conv3d"
+
+
+def channel_block(copy_layout: str) -> int:
+    """Channels per block of a channel-blocked copy layout (``"CDHW8c"``: 8; see
+    :data:`KGS_COPY_LAYOUT_ATTR`), 0 for the others."""
+    layout = str(copy_layout)
+    digits = layout[4:-1]
+    return int(digits) if layout.startswith("CDHW") and layout.endswith("c") and \
+        digits.isdigit() else 0
 
 
 def is_kgs_conv3d(func: object) -> bool:

@@ -49,6 +49,7 @@ from .contract import (
     func_attr,
     is_kgs_conv3d,
 )
+from .cpu_channelwise_conv3d import is_channel_blocked, schedule_channelwise_conv3d_cpu
 from .utils import (
     inline_epilogue,
     largest_divisor,
@@ -61,6 +62,7 @@ from .utils import (
 __all__ = [
     "AVX2",
     "AVX512",
+    "CHANNEL_BLOCK_COPY_BYTES",
     "COLUMN_BLOCK_MIN",
     "COLUMN_PAD_SHARE",
     "NEON",
@@ -68,6 +70,7 @@ __all__ = [
     "CPUConfig",
     "KGSConv3DCPU",
     "accumulators",
+    "channel_blocked",
     "column_block",
     "column_multiple",
     "copy_layout",
@@ -117,6 +120,10 @@ class CPUConfig:
     dhcw_copy : bool
         Temporal convs (``Kd x 1 x 1``) keep their padded copy in the DHCW layout (see
         :func:`copy_layout`).
+    channel_blocks : bool
+        Channel-wise layers whose groups share their taps keep a channel-blocked padded copy
+        and vectorize over its channels (see :func:`copy_layout` and
+        :mod:`schedules.cpu_channelwise_conv3d`).
     transform_byte_cost : float
         What the Winograd cost model (``rt3d_passes.transform.algorithm``) charges per byte
         of the Winograd operator's transformed tensors, in vector-MAC equivalents
@@ -131,6 +138,7 @@ class CPUConfig:
     whole_rows: bool = False
     channel_tile: int = 0
     dhcw_copy: bool = False
+    channel_blocks: bool = False
     transform_byte_cost: float = 0.0
 
 
@@ -145,11 +153,13 @@ class CPUConfig:
 #: preset (conv3a/3b/4b 80 %): 30-50 -> 52-66. Winograd's transformed tensors cost 5.5
 #: vector-MACs a byte (see :func:`winograd_transform_byte_cost`).
 AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=32,
-                 whole_rows=True, channel_tile=4, dhcw_copy=True, transform_byte_cost=5.5)
+                 whole_rows=True, channel_tile=4, dhcw_copy=True, channel_blocks=True,
+                 transform_byte_cost=5.5)
 #: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
 #: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
 #: registers each, spilling (measured: 10x slower).
-AVX512 = CPUConfig("x86-avx512", lanes=8, max_registers=24, transform_byte_cost=5.5)
+AVX512 = CPUConfig("x86-avx512", lanes=8, max_registers=24, channel_blocks=True,
+                   transform_byte_cost=5.5)
 #: aarch64 NEON (every Kryo core): 32 registers of 4 fp32, 3/4 of them for accumulators
 #: (vectorized over a group of ``g_m = 4`` channels it is the by-element
 #: ``fmla v.4s, v.4s, v.s[i]`` form; along W, 4 positions per register). The Winograd traffic
@@ -184,12 +194,40 @@ def winograd_cost_config(target: Target | None) -> CPUConfig | None:
     return cpu_config(None) if target is None else _config_of_cpu(target)
 
 
+#: Largest padded copy of one channel block (bytes) a channel-wise layer is blocked with: the
+#: copy is written and read back inside one task, so it should stay in L2. X3D-S's stride-2
+#: layer on 80x80 maps (3.2 MB a block) ran 1.4x slower blocked; its 40x40 ones (0.85 MB)
+#: faster or as fast.
+CHANNEL_BLOCK_COPY_BYTES = 1 << 20
+
+
+def channel_blocked(config: CPUConfig | None, output_w: int, padded_volume: int) -> bool:
+    """Whether a channel-wise layer that can be blocked (multiplier 1, every group the same
+    taps) keeps a channel-blocked copy (:mod:`schedules.cpu_channelwise_conv3d`) on a CPU
+    with ``config``: when its output rows fill no whole vectors (``output_w`` no multiple of
+    the lanes: along W the KGS schedule then wastes lanes) and a block's padded copy
+    (``padded_volume`` positions) fits :data:`CHANNEL_BLOCK_COPY_BYTES`.
+
+    Zen 3, interleaved, X3D-S's and ir-CSN-50's depthwise 3x3x3 layers, CDHW -> blocked:
+    10- and 20-wide maps 0.86 -> 0.47 ms (108 channels, 13x20x20), 0.45 -> 0.21 (216 on
+    13x10x10), 0.28 -> 0.13 (432 on 13x5x5), their stride-2 layers 1.06 -> 0.86, 0.53 ->
+    0.38, 0.30 -> 0.21; 4-wide maps 0.061 -> 0.044 and 0.050 -> 0.040; maps whose W is a
+    multiple of 8 lost (40x40 0.67 -> 1.00, ir-CSN's 32x32 and 16x16 0.33 -> 0.38, stride 2
+    0.19 -> 0.30) or tied (8x8)."""
+    return (config is not None and config.channel_blocks and output_w % config.lanes != 0
+            and padded_volume * config.lanes * 4 <= CHANNEL_BLOCK_COPY_BYTES)
+
+
 def copy_layout(target: Target | None, kernel: Sequence[int], padded: bool,
-                channelwise: bool) -> str:
+                channelwise: bool, blockable: bool = False, output_w: int = 0,
+                padded_volume: int = 0) -> str:
     """Layout of a KGS layer's padded copy on ``target`` (``rt3d_passes.op.COPY_LAYOUTS``):
-    ``"DHCW"`` for a temporal conv (kernel ``Kd x 1 x 1``, ``Kd > 1``) that has a padded copy
-    and is not channel-wise, on CPUs whose config says so (:attr:`CPUConfig.dhcw_copy`); else
-    ``"CDHW"``.
+    ``"CDHW8c"`` (blocks of the config's lanes) for a padded channel-wise layer that can be
+    blocked (``blockable``: multiplier 1, every group the same taps) where
+    :func:`channel_blocked` says so (``output_w``, ``padded_volume``: its output W and padded
+    positions per channel); ``"DHCW"`` for a temporal conv (kernel ``Kd x 1 x 1``,
+    ``Kd > 1``) that has a padded copy and is not channel-wise, on CPUs whose config says so
+    (:attr:`CPUConfig.dhcw_copy`); else ``"CDHW"``.
 
     Per kept column, an output row of a temporal conv reads one row of one channel and depth
     plane: in CDHW hundreds of short lines 12.5 KB and more apart for each task, which the
@@ -199,6 +237,9 @@ def copy_layout(target: Target | None, kernel: Sequence[int], padded: bool,
     on 4x14x14 6.1 -> 4.6, 1152 on 2x7x7 4.2 -> 2.3; KGS at 70 % 1.04-1.09x. Spatial layers
     gained or lost (C3D's 3x3x3 0.88-1.16x, 1x3x3 at stride 1 0.95x): they keep CDHW."""
     config = _config_of_cpu(target)
+    if padded and channelwise and blockable and channel_blocked(config, output_w,
+                                                               padded_volume):
+        return f"CDHW{config.lanes}c"
     temporal = len(kernel) == 3 and int(kernel[0]) > 1 and int(kernel[1]) == int(kernel[2]) == 1
     if config is None or not config.dhcw_copy or not padded or channelwise or not temporal:
         return "CDHW"
@@ -466,6 +507,8 @@ def schedule_kgs_conv3d_cpu(
     -------
     sch : s_tir.Schedule
     """
+    if is_channel_blocked(sch):
+        return schedule_channelwise_conv3d_cpu(sch, fixed, max_registers)
     if rows_outer is None:
         rows_outer = rows_outer_default(sch)
     if vector_axis is None:

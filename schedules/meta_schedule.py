@@ -19,6 +19,7 @@ from tvm.target import Target
 
 from .adreno_kgs_conv3d import adreno_space, schedule_kgs_conv3d_adreno
 from .contract import KGS_SCHEDULE_RULE, WINOGRAD_SCHEDULE_RULE, is_winograd_conv3d
+from .cpu_channelwise_conv3d import is_channel_blocked
 from .cpu_kgs_conv3d import (
     NEON,
     CPUConfig,
@@ -92,6 +93,9 @@ def cpu_space(target: Target | None = None, config: CPUConfig | None = None):
         cfg = config or cpu_config(target)
         if _is_winograd(sch):
             return [schedule_winograd_cpu(sch.copy(), fixed=False, config=cfg)]
+        if is_channel_blocked(sch):
+            return [schedule_kgs_conv3d_cpu(sch.copy(), False,
+                                            max_registers=cfg.max_registers)]
         axes = ("w", "m") if w_is_contiguous(sch) else ("m",)
         return [schedule_kgs_conv3d_cpu(sch.copy(), False, lanes=cfg.lanes,
                                         max_registers=cfg.max_registers,

@@ -22,6 +22,7 @@ from .kgs_conv3d import kgs_conv3d_te as kgs_conv3d_te
 from .kgs_conv3d import pad_columns as pad_columns
 from .kgs_conv3d import pointwise_rows as pointwise_rows
 from .kgs_conv3d import reads_flat_input as reads_flat_input
+from .kgs_conv3d import shares_taps as shares_taps
 from .kgs_conv3d import whole_vector_rows as whole_vector_rows
 from .sigmoid import sigmoid_te as sigmoid_te
 from .sigmoid import silu_expr as silu_expr

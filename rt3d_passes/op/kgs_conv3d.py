@@ -65,8 +65,10 @@ from schedules.contract import (
     KGS_ROW_EXTENT_ATTR,
     KGS_SCHEDULE_RULE,
     KGS_STRIDES_ATTR,
+    KGS_VALUES_BLOCK,
     KGS_W_PHASES_ATTR,
     NO_SCHEDULE_RULE,
+    channel_block,
 )
 
 from ..sparsity import KGSCompact
@@ -86,6 +88,7 @@ __all__ = [
     "pad_columns",
     "pointwise_rows",
     "reads_flat_input",
+    "shares_taps",
     "whole_vector_rows",
 ]
 
@@ -101,9 +104,12 @@ PAD_OFFSET = 0
 #: row the rows of every channel in turn. An output row reads, per kept column, a row or two
 #: of one channel and plane; in CDHW those are hundreds of short lines scattered over the
 #: copy (a 3x1x1 conv over 144 channels: 432 rows of 224 bytes, 12.5 KB apart), in DHCW the
-#: few planes' rows of all channels lie together. Chosen per layer by the target
+#: few planes' rows of all channels lie together. ``"CDHW8c"`` / ``"CDHW4c"`` (channel-wise
+#: layers only): blocks of 8 / 4 channels, each block's padded volume with the block's
+#: channels innermost, so a vector of a block's channels is one load
+#: (``schedules.contract.channel_block``). Chosen per layer by the target
 #: (``schedules.cpu_kgs_conv3d.copy_layout``).
-COPY_LAYOUTS = ("CDHW", "DHCW")
+COPY_LAYOUTS = ("CDHW", "DHCW", "CDHW4c", "CDHW8c")
 
 
 class Conv3DGeometry:
@@ -116,9 +122,9 @@ class Conv3DGeometry:
     strides : (s_d, s_h, s_w)
     padding : (front, top, left, back, bottom, right), Relax's order; 3 values mean symmetric.
     dilation : (dil_d, dil_h, dil_w)
-    copy_layout : {"CDHW", "DHCW"}
-        Layout of the flat padded copy (:data:`COPY_LAYOUTS`). ``"DHCW"`` needs padding (a
-        conv without it reads its input in place).
+    copy_layout : {"CDHW", "DHCW", "CDHW4c", "CDHW8c"}
+        Layout of the flat padded copy (:data:`COPY_LAYOUTS`). Any but ``"CDHW"`` needs
+        padding (a conv without it reads its input in place).
     """
 
     def __init__(
@@ -187,13 +193,19 @@ class Conv3DGeometry:
     @property
     def padded_size(self) -> int:
         """Elements of one batch element's padded input (as stored; a ``"DHCW"`` copy ends
-        with one spare set of zero rows, see :func:`flat_padded_input`)."""
+        with one spare set of zero rows, a channel-blocked one with the zero channels that
+        complete its last block, see :func:`flat_padded_input`)."""
         dp, hp, wp = self.stored_spatial
-        return self.input_shape[1] * (dp * hp + (self.copy_layout == "DHCW")) * wp
+        chans = self.input_shape[1]
+        if self.channel_block:
+            chans = -(-chans // self.channel_block) * self.channel_block
+        return chans * (dp * hp + (self.copy_layout == "DHCW")) * wp
 
     @property
     def copy_strides(self) -> tuple[int, int, int]:
-        """Elements between consecutive channels, depth planes and rows of the padded copy."""
+        """Elements between consecutive channels, depth planes and rows of the padded copy
+        (of one channel's volume in a channel-blocked copy: the operator scales them by the
+        block)."""
         dp, hp, wp = self.stored_spatial
         if self.copy_layout == "DHCW":
             chans = self.input_shape[1]
@@ -204,8 +216,14 @@ class Conv3DGeometry:
     def w_phases(self) -> int:
         """Phases the padded copy splits each row along W into: ``s_w`` for a W-strided conv
         that has a padded copy, else 1 (a conv without padding reads a flat view of its
-        input, which stays in its own layout)."""
-        return self.strides[2] if any(self.padding) else 1
+        input, which stays in its own layout; a channel-blocked copy reads whole vectors of
+        channels at any stride)."""
+        return self.strides[2] if any(self.padding) and not self.channel_block else 1
+
+    @property
+    def channel_block(self) -> int:
+        """Channels per block of a channel-blocked copy layout (0: not channel-blocked)."""
+        return channel_block(self.copy_layout)
 
     def stored_column(self, col):
         """Where column ``col`` (ints or numpy ints) of a padded row is stored in its row."""
@@ -234,6 +252,17 @@ def channel_multiplier(packed: KGSCompact, geometry: Conv3DGeometry) -> int:
     return k if np.array_equal(packed.columns[..., 0][kept], owner[kept]) else 0
 
 
+def shares_taps(packed: KGSCompact) -> bool:
+    """Whether every group keeps the same kernel taps ``(kd, kh, kw)`` in the same order (a
+    dense or uniformly pruned channel-wise layer): the groups' offsets relative to their
+    channels are then one row, and a channel-blocked copy
+    (:attr:`Conv3DGeometry.channel_block`) serves a vector of consecutive channels with one
+    load per tap."""
+    counts = np.asarray(packed.counts)
+    taps = packed.columns[..., 1:]
+    return bool((counts == counts[0]).all() and (taps == taps[:1]).all())
+
+
 def pad_columns(packed: KGSCompact, multiple: int) -> KGSCompact:
     """``packed`` with every group padded to a multiple of ``multiple`` columns, the way the
     format pads short groups (column ``(0, 0, 0, 0)``, zero weights, ``counts`` unchanged), so
@@ -260,7 +289,8 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
     ------
     ValueError
         When the weight's input channels or kernel do not match the geometry, the padded
-        input is too large for 32-bit offsets, or a channel-wise layer's copy is not CDHW.
+        input is too large for 32-bit offsets, a channel-wise layer's copy is DHCW, or
+        a channel-blocked copy's layer is not channel-wise with shared taps.
     """
     _, n, kd, kh, kw = packed.weight_shape
     if n != geometry.input_shape[1] or (kd, kh, kw) != geometry.kernel:
@@ -275,11 +305,16 @@ def column_offsets(packed: KGSCompact, geometry: Conv3DGeometry) -> np.ndarray:
         )
     dd, dh, dw = geometry.dilation
     c, a, b, e = (packed.columns[..., k].astype(np.int64) for k in range(4))
-    if channel_multiplier(packed, geometry):
-        if geometry.copy_layout != "CDHW":
-            raise ValueError("a channel-wise layer keeps its padded copy per channel (CDHW), "
-                             f"got copy layout {geometry.copy_layout}")
+    multiplier = channel_multiplier(packed, geometry)
+    if multiplier:
+        if geometry.copy_layout == "DHCW":
+            raise ValueError("a channel-wise layer keeps its padded copy per channel (CDHW "
+                             f"or channel-blocked), got copy layout {geometry.copy_layout}")
         c = np.zeros_like(c)
+    if geometry.channel_block and (multiplier != 1 or not shares_taps(packed)):
+        raise ValueError(f"copy layout {geometry.copy_layout} needs a channel-wise layer with "
+                         f"multiplier 1 whose groups keep the same taps (multiplier "
+                         f"{multiplier}, shared taps {shares_taps(packed)})")
     channel, plane, row = geometry.copy_strides
     off = c * channel + a * dd * plane + b * dh * row + geometry.stored_column(e * dw)
     # padding slots of short groups: a valid address (their weights are zero)
@@ -356,9 +391,13 @@ def kgs_conv3d_te(
             f"{out_channels} output channels do not fit {g_count} groups of {gm}"
         )
 
-    if channel_multiplier and copy_layout != "CDHW":
-        raise ValueError(f"a channel-wise operator keeps its padded copy per channel (CDHW), "
-                         f"got copy layout {copy_layout}")
+    block = geo.channel_block
+    if channel_multiplier and copy_layout == "DHCW":
+        raise ValueError("a channel-wise operator keeps its padded copy per channel (CDHW or "
+                         f"channel-blocked), got copy layout {copy_layout}")
+    if block and channel_multiplier != 1:
+        raise ValueError(f"copy layout {copy_layout} needs a channel-wise operator with "
+                         f"multiplier 1, got multiplier {channel_multiplier}")
     if channel_multiplier and (flat or gm != 1
                                or g_count != channel_multiplier * geo.input_shape[1]):
         raise ValueError(
@@ -378,6 +417,17 @@ def kgs_conv3d_te(
                                             copy_layout=copy_layout)
     t = te.reduce_axis((0, t_len), name="t")
     _, plane, row = geo.copy_strides
+    if block:
+        # channel blocks: the group's weights as [block, T, channel] (zero past the last
+        # channel), so a vector of a block's channels reads one weight vector per tap
+        blocks = -(-g_count // block)
+        values = te.compute(
+            (blocks, t_len, block),
+            lambda b, tt, c: tirx.if_then_else(b * block + c < g_count,
+                                               values[tirx.min(b * block + c, g_count - 1),
+                                                      tt, 0],
+                                               tirx.const(0, values.dtype)),
+            name=KGS_VALUES_BLOCK, attrs={"schedule_rule": NO_SCHEDULE_RULE})
     # a channel-wise operator's offsets lie in [0, last_tap]; the clamp below reaches the
     # channel's last element from the last output voxel, so the read region is the whole
     # channel (a shorter one leaves a predicate on every element of the copy)
@@ -388,6 +438,12 @@ def kgs_conv3d_te(
     def _conv(n, m, d, h, w):
         g = m // gm
         base = d * (sd * plane) + h * (sh * row) + w * step_w
+        if block:
+            # every group shares the taps of group 0 (:func:`shares_taps`); the channel's
+            # flat position times the block, plus its lane
+            rel = tirx.max(tirx.min(offsets[0, t], last_tap), 0)
+            return te.sum(values[m // block, t, m % block]
+                          * xpad[n, m // block, (rel + base) * block + m % block], axis=t)
         if channel_multiplier:
             # clamped to the offsets' range (a no-op on valid offsets, two scalar ops per
             # column): a bounded read region lets a schedule compute the channel's padded
@@ -397,13 +453,14 @@ def kgs_conv3d_te(
                           axis=t)
         return te.sum(values[g, t, m % gm] * xpad[n, offsets[g, t] + base], axis=t)
 
+    computed = -(-g_count // block) * block if block else g_count * gm
     y = te.compute(
-        (n_batch, g_count * gm, od, oh, row_len),
+        (n_batch, computed, od, oh, row_len),
         _conv,
         name=KGS_CONV3D_BLOCK,
         attrs={"schedule_rule": KGS_SCHEDULE_RULE},
     )
-    if g_count * gm != out_channels or row_len != ow:
+    if computed != out_channels or row_len != ow:
         # edge output group, longer rows: compute whole groups and whole vectors, then drop
         # the extra channels and positions
         y = te.compute(
@@ -430,7 +487,9 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
     ``copy_layout="DHCW"``: ``[N, (Dp * Hp + 1) * C * Wp]``, for each padded depth plane and
     row every channel's row in turn (:class:`Conv3DGeometry`), then one spare set of zero
     rows that keeps the reads past the last row in bounds (``extra_channels`` is then
-    ignored)."""
+    ignored). A channel-blocked layout (``"CDHW8c"``, :func:`channel_block` ``b``):
+    ``[N, ceil(C / b), Dp * Hp * Wp * b]``, each block's padded volume with its ``b``
+    channels innermost (``per_channel`` and ``extra_channels`` ignored)."""
     n_batch, chans, d_in, h_in, w_in = (int(v) for v in x.shape)
     dp, hp, wp = (int(v) for v in padded)
     p_front, p_top, p_left = (int(v) for v in before)
@@ -451,6 +510,17 @@ def flat_padded_input(x: te.Tensor, padded: Sequence[int], before: Sequence[int]
         return _read(n, c, f // (hp * wp) % dp - p_front, f // wp % hp - p_top, f % wp,
                      *([c < chans] if extra_channels else []))
 
+    block = channel_block(copy_layout)
+    if block:
+        # [N, blocks, Dp*Hp*Wp*block]: f enumerates (dd, hh, ww, lane); zero channels complete
+        # the last block
+        def _pad_blocked(n, b, f):
+            c, p = b * block + f % block, f // block
+            return _read(n, tirx.min(c, chans - 1), p // (hp * wp) - p_front,
+                         p // wp % hp - p_top, p % wp, c < chans)
+
+        return te.compute((n_batch, -(-chans // block), dp * hp * wp * block), _pad_blocked,
+                          name=name, attrs={"schedule_rule": NO_SCHEDULE_RULE})
     if copy_layout == "DHCW":
         if per_channel:
             raise ValueError("a per-channel padded copy is CDHW")

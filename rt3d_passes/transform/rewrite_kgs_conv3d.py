@@ -26,6 +26,7 @@ from ..op.kgs_conv3d import (
     pad_columns,
     pointwise_rows,
     reads_flat_input,
+    shares_taps,
     whole_vector_rows,
 )
 from ..sparsity import compact
@@ -134,7 +135,10 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
     # target wants them (the pipeline and tuning's task extraction both rewrite inside the
     # target's scope)
     target = Target.current(allow_none=True)
-    layout = copy_layout(target, geo.kernel, any(geo.padding), bool(multiplier))
+    layout = copy_layout(target, geo.kernel, any(geo.padding), bool(multiplier),
+                         blockable=multiplier == 1 and shares_taps(packed),
+                         output_w=geo.output_spatial[2],
+                         padded_volume=int(np.prod(geo.padded_spatial)))
     if layout != geo.copy_layout:
         geo = Conv3DGeometry(geo.input_shape, geo.kernel, geo.strides, geo.padding,
                              geo.dilation, layout)

@@ -354,3 +354,34 @@ def test_temporal_convs_dhcw_copy_through_the_pipeline(rng):
         ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline("rt3d", target=target))
         out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
         assert_close_rel(out, ref, 1e-5)
+
+
+@pytest.mark.parametrize("channels,hw,blocked", [(12, 10, True), (16, 16, False)])
+def test_depthwise_channel_blocks_through_the_pipeline(rng, channels, hw, blocked):
+    """An X3D block's depthwise conv + BatchNorm + SiLU from PyTorch, compiled by the ``rt3d``
+    pipeline for AVX2: on 10-wide maps the layer gets the channel-blocked copy (12 channels:
+    a partial second block, cropped in the write-back with the SiLU applied), on 16-wide maps
+    the CDHW copy; both equal PyTorch. Also for the host's own target."""
+    import torch
+
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    model = torch.nn.Sequential(
+        torch.nn.Conv3d(channels, channels, 3, padding=1, groups=channels, bias=False),
+        torch.nn.BatchNorm3d(channels), torch.nn.SiLU()).eval()
+    with torch.no_grad():
+        model[1].running_mean.normal_()
+        model[1].running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, channels, 3, hw, hw)
+    mod = rt3d_passes.from_torch(model, (x,))
+    with AVX2:
+        rewritten = rt3d_passes.RewriteKGSConv3D(include_dense=True)(mod)
+    layouts = [str(f.attrs["rt3d.copy_layout"]) for f in rewritten.functions.values()
+               if isinstance(f, tvm.tirx.PrimFunc) and "rt3d.copy_layout" in f.attrs]
+    assert layouts == ["CDHW8c" if blocked else "CDHW"]
+    with torch.no_grad():
+        ref = model(x).numpy()
+    for target in (AVX2, rt3d_passes.host_target()):
+        ex = tvm.compile(mod, target, relax_pipeline=relax.get_pipeline(
+            "rt3d", target=target, include_dense=True))
+        out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x.numpy()))
+        assert_close_rel(out.numpy(), ref, 1e-5)
