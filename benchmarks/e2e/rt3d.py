@@ -171,8 +171,11 @@ def op_kind(symbol: str) -> str:
 
 
 def torch_profile_kinds(model, x, runs: int = 3) -> dict[str, float]:
-    """PyTorch eager's time per op kind (ms, median over ``runs``; ``torch.profiler`` self CPU
-    time of every aten op), to compare with RT3D's :func:`profile_ops` kind by kind."""
+    """PyTorch eager's time per op kind (ms, median over ``runs``), to compare with RT3D's
+    :func:`profile_ops` kind by kind: the inclusive ``torch.profiler`` CPU time of every
+    top-level aten op (one called by no other aten op), charged to that op's kind. Self
+    times would charge a child to its own name: ``aten::mean`` runs in ``aten::sum``, so a
+    global mean read as 7 us of "pooling" and 480 us of "elementwise/other"."""
     import torch
 
     per_run = []
@@ -182,12 +185,22 @@ def torch_profile_kinds(model, x, runs: int = 3) -> dict[str, float]:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
                 model(x)
             kinds: dict[str, float] = defaultdict(float)
-            for evt in prof.key_averages():
-                if evt.key.startswith("aten::"):
-                    kinds[op_kind(evt.key)] += evt.self_cpu_time_total / 1e3
+            for evt in prof.events():
+                if evt.name.startswith("aten::") and not _has_aten_caller(evt):
+                    kinds[op_kind(evt.name)] += evt.cpu_time_total / 1e3
             per_run.append(kinds)
     names = {k for run in per_run for k in run}
     return {k: float(np.median([run.get(k, 0.0) for run in per_run])) for k in names}
+
+
+def _has_aten_caller(evt) -> bool:
+    """Whether a ``torch.profiler`` event runs inside another aten op."""
+    parent = evt.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("aten::"):
+            return True
+        parent = parent.cpu_parent
+    return False
 
 
 def compare_kinds(rt3d_rows: list[dict[str, Any]], torch_kinds: dict[str, float],

@@ -175,3 +175,23 @@ def test_profile_table_prints_whole_layer_names():
     table = format_profile(rows)
     assert all(n in table for n in names)
     assert len({len(line) for line in table.splitlines()[2:4]}) == 1  # aligned columns
+
+
+def test_torch_kinds_charge_children_to_the_calling_op():
+    """``aten::mean`` runs in ``aten::sum``: the per-kind PyTorch profile charges the whole
+    mean to "pooling" (a self-time count put it under "elementwise/other"), and a conv's
+    mkldnn child to "conv3d"."""
+    import torch
+
+    from benchmarks.e2e.rt3d import torch_profile_kinds
+
+    class MeanConv(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.conv3d(x, torch.ones(4, 8, 1, 1, 1)) \
+                + x.mean((2, 3, 4), keepdim=True)[:, :4]
+
+    kinds = torch_profile_kinds(MeanConv(), torch.randn(1, 8, 8, 64, 64), runs=1)
+    assert kinds["pooling"] > 0 and kinds["conv3d"] > 0
+    assert kinds.get("elementwise/other", 0.0) < kinds["pooling"] + kinds["conv3d"]
+    # the mean reads 1 MB: far more than the 7 us a self-time count gave it
+    assert kinds["pooling"] > 0.05

@@ -300,3 +300,26 @@ def test_avx2_keeps_temporal_convs_padded_copy_in_dhcw():
                   tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}),
                   tvm.target.Target("qcom/adreno-opencl"), None):
         assert copy_layout(other, (3, 1, 1), True, False) == "CDHW"
+
+
+def test_few_row_tiles_share_groups_among_threads(rng):
+    """Rows outside groups with fewer row tiles than ``ROW_TASKS_MIN`` (a pointwise conv on
+    one row of 128 positions, as Slow-R50's res5 computes its 8x4x4 maps): the groups join
+    the parallel loop, so every thread gets tasks; the result still equals PyTorch."""
+    import torch
+
+    from rt3d_passes.op import Conv3DGeometry
+    from schedules.cpu_kgs_conv3d import ROW_TASKS_MIN
+    from tests.conftest import assert_close_rel, run_kgs
+
+    shape, m = (1, 32, 1, 1, 128), 40
+    w = structured_weight((m, 32, 1, 1, 1), "kgs", 0.5, (8, 4), rng)
+    packed = S.compact(w, (8, 4))
+    sch = schedules.schedule_kgs_conv3d_cpu(s_tir.Schedule(kgs_conv3d_primfunc(shape, packed)),
+                                            rows_outer=True)
+    outer = sch.get(sch.get_loops(sch.get_sblock("kgs_conv3d_update"))[0])
+    assert outer.kind == tvm.tirx.ForKind.PARALLEL
+    assert int(outer.extent) == m // 8 >= 1 and ROW_TASKS_MIN > 1
+    x = rng.standard_normal(shape).astype(np.float32)
+    ref = torch.nn.functional.conv3d(torch.from_numpy(x), torch.from_numpy(w)).numpy()
+    assert_close_rel(run_kgs(sch.mod, x, packed, Conv3DGeometry(shape, (1, 1, 1)), m), ref)
