@@ -397,12 +397,18 @@ def _w_phases(sch: s_tir.Schedule) -> int:
 def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:
     """``"w"`` when the input is read with unit stride along W and a W vector is full, else
     ``"m"``: on 7x7 maps (C3D's conv5, R(2+1)D's layer4) a 7-lane W vector wastes a lane and
-    splits into several instructions; vectors over 8 channels ran 1.3x faster there."""
+    splits into several instructions; vectors over 8 channels ran 1.3x faster there. A
+    pointwise conv whose rows are no multiple of the vector (and not recomputed as rows of
+    whole vectors, ``op.pointwise_rows``: X3D's 10x10 and 5x5 maps, W tiles of 5 lanes) takes
+    ``"m"`` too: X3D-S's 96 -> 216, 216 -> 96, 192 -> 432 and 432 -> 192 convs at 80 % ran
+    1.21-1.32x faster (Zen 3, interleaved); on 40x40 maps ``"w"`` stays faster."""
     if not w_is_contiguous(sch):
         return "m"
     gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))
     ow = int(sch.get(sch.get_loops(sch.get_sblock(KGS_CONV3D_BLOCK))[4]).extent)
-    return "m" if ow < lanes <= gm else "w"
+    kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
+    pointwise = kernel == [1, 1, 1] and ow % lanes != 0
+    return "m" if (ow < lanes or pointwise) and lanes <= gm else "w"
 
 
 def register_tile(ow: int, oh: int, gm: int, lanes: int, max_registers: int,

@@ -82,13 +82,17 @@ def test_every_structural_variant_matches_torch(rng, vector_axis, rows_outer, st
 
 def test_default_vector_axis_follows_the_w_stride(rng):
     """Along W when reads are consecutive: unit stride, or a W stride with a padded copy split
-    into phases; over channels for a strided flat view (no padding) or a narrow map."""
+    into phases; over channels for a strided flat view (no padding), a narrow map or a
+    pointwise conv whose rows are no whole vectors."""
     from schedules.cpu_kgs_conv3d import vector_axis_default
 
     for kernel, strides, padding, width, axis in (
             ((3, 3, 3), (1, 1, 1), (1, 1, 1), 16, "w"), ((3, 3, 3), (2, 1, 1), (1, 1, 1), 16, "w"),
             ((3, 3, 3), (1, 2, 2), (1, 1, 1), 32, "w"), ((3, 3, 3), (1, 2, 2), (1, 1, 1), 8, "m"),
-            ((1, 1, 1), (1, 2, 2), (0, 0, 0), 32, "m")):
+            ((1, 1, 1), (1, 2, 2), (0, 0, 0), 32, "m"),
+            # pointwise rows that are no whole vectors (X3D's 10- and 5-wide maps)
+            ((1, 1, 1), (1, 1, 1), (0, 0, 0), 10, "m"), ((1, 1, 1), (1, 1, 1), (0, 0, 0), 5, "m"),
+            ((1, 1, 1), (1, 1, 1), (0, 0, 0), 16, "w"), ((1, 3, 3), (1, 1, 1), (0, 1, 1), 10, "w")):
         w = structured_weight((16, 8, *kernel), "kgs", 0.5, (8, 4), rng)
         func = kgs_conv3d_primfunc((1, 8, 4, 8, width), S.compact(w, (8, 4)), strides, padding)
         assert vector_axis_default(s_tir.Schedule(func)) == axis, (kernel, strides, width)
