@@ -280,7 +280,7 @@ def run_extras(args, models, builds, workdir: Path) -> dict[str, Any]:
         extras["profile_sparse"] = ops
         kinds = rt3d.compare_kinds(ops, rt3d.torch_profile_kinds(models.pruned, models.x))
         print("\nper op kind, RT3D sparse against PyTorch eager on the same pruned model "
-              "(torch.profiler self time):")
+              "(torch.profiler, each top-level op with its children):")
         print(rt3d.format_kinds(kinds))
         extras["profile_kinds"] = kinds
     if args.memory:
