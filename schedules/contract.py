@@ -78,7 +78,7 @@ KGS_PAD_BLOCK = "kgs_pad"
 #: Drops the extra rows of a partial last output group.
 KGS_CROP_BLOCK = "kgs_crop"
 #: A channel-blocked operator's weights regrouped per block of channels (``[blocks, T,
-#: block]``, zero past the last channel; ``op.kgs_conv3d.channel_block``).
+#: block]``, zero past the last channel; :func:`channel_block`).
 KGS_VALUES_BLOCK = "kgs_values_blocked"
 #: The fused elementwise epilogue (bias, residual add, ReLU).
 KGS_EPILOGUE_BLOCK = "kgs_epilogue"

@@ -35,7 +35,13 @@ from .contract import (
     channel_block,
     func_attr,
 )
-from .utils import inline_epilogue, largest_divisor, producers_named, tile, unroll_knob
+from .utils import (
+    largest_divisor,
+    place_write_back,
+    producers_named,
+    tile,
+    unroll_knob,
+)
 
 __all__ = ["channelwise_tile", "is_channel_blocked", "schedule_channelwise_conv3d_cpu"]
 
@@ -79,13 +85,8 @@ def schedule_channelwise_conv3d_cpu(sch: s_tir.Schedule, fixed: bool = True,
     acc = sch.cache_write(blk, 0, "local")
     # the accumulators with the channel lanes innermost (one register per position)
     sch.transform_layout(blk, ("write", 0), lambda n, m, d, h, w: (n, d, h, w, m))
-    sch.reverse_compute_at(acc, wo, preserve_unit_loops=True)
-    for crop in [b for b in sch.get_consumers(acc) if sch.get(b).name_hint == KGS_CROP_BLOCK]:
-        # a partial last block: its write-back drops the zero channels
-        sch.reverse_compute_at(crop, wo, preserve_unit_loops=True)
-        sch.compute_inline(acc)
-        acc = crop
-    inline_epilogue(sch, acc)
+    # a partial last block: its write-back drops the zero channels
+    acc = place_write_back(sch, acc, wo)
     outer = sch.fuse(n, cb)
     sch.parallel(outer)
     sch.vectorize(lane)

@@ -40,7 +40,6 @@ from .contract import (
     KGS_CONV3D_ATTR,
     KGS_CONV3D_BLOCK,
     KGS_COPY_LAYOUT_ATTR,
-    KGS_CROP_BLOCK,
     KGS_GEOMETRY_ATTR,
     KGS_PAD_BLOCK,
     KGS_PADDED_ATTR,
@@ -51,8 +50,8 @@ from .contract import (
 )
 from .cpu_channelwise_conv3d import is_channel_blocked, schedule_channelwise_conv3d_cpu
 from .utils import (
-    inline_epilogue,
     largest_divisor,
+    place_write_back,
     producers_named,
     schedule_flat_pad,
     tile,
@@ -373,7 +372,7 @@ def rows_outer_default(sch: s_tir.Schedule) -> bool:
     values = next(r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
                   if len(r.source.shape) == 3)
     groups, columns, group_m = (int(v) for v in values.shape)
-    kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
+    kernel = _kernel(sch)
     if groups > 1 and columns <= GROUPS_OUTER_CHANNELS * kernel[0] * kernel[1] * kernel[2]:
         return False
     return 4 * groups * columns * group_m <= ROWS_OUTER_WEIGHT_BYTES
@@ -388,6 +387,10 @@ def w_is_contiguous(sch: s_tir.Schedule) -> bool:
 
 def _channel_multiplier(sch: s_tir.Schedule) -> int:
     return int(func_attr(sch.mod, KGS_CHANNELWISE_ATTR))
+
+
+def _kernel(sch: s_tir.Schedule) -> list[int]:
+    return [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
 
 
 def _w_phases(sch: s_tir.Schedule) -> int:
@@ -406,8 +409,7 @@ def vector_axis_default(sch: s_tir.Schedule, lanes: int = 8) -> str:
         return "m"
     gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))
     ow = int(sch.get(sch.get_loops(sch.get_sblock(KGS_CONV3D_BLOCK))[4]).extent)
-    kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
-    pointwise = kernel == [1, 1, 1] and ow % lanes != 0
+    pointwise = _kernel(sch) == [1, 1, 1] and ow % lanes != 0
     return "m" if (ow < lanes or pointwise) and lanes <= gm else "w"
 
 
@@ -533,8 +535,7 @@ def schedule_kgs_conv3d_cpu(
     gm = int(func_attr(sch.mod, KGS_CONV3D_ATTR))
     n, m, d, h, w, t = sch.get_loops(blk)
     g, mi = sch.split(m, [None, gm])
-    kernel = [int(v) for v in func_attr(sch.mod, KGS_GEOMETRY_ATTR)[:3]]
-    if not tiles_channels(kernel, math.prod(int(sch.get(loop).extent) for loop in (d, h, w))):
+    if not tiles_channels(_kernel(sch), _extent(sch, d, h, w)):
         channel_tile = block_columns = 0
     gm_tile = tile_channels(gm, channel_tile) if vector_axis == "w" else gm
     mo = None
@@ -583,16 +584,10 @@ def schedule_kgs_conv3d_cpu(
         # keeps such a tile in registers only while it is tiny (8 accumulators); at 16 it
         # spilled to memory, 5-10x slower (stems, pointwise and strided convs)
         sch.transform_layout(blk, ("write", 0), lambda n, m, d, h, w: (n, d, h, w, m))
-    sch.reverse_compute_at(acc, write_at, preserve_unit_loops=True)
-    for crop in _consumers_named(sch, acc, KGS_CROP_BLOCK):
-        # a partial last group: the write-back of the register tile drops its extra rows
-        # (a predicate on the last group) instead of a second pass over a whole-group copy
-        # of the output (X3D-S's 54-channel pointwise conv: 0.80 -> 0.31 ms)
-        sch.reverse_compute_at(crop, write_at, preserve_unit_loops=True)
-        sch.compute_inline(acc)
-        acc = crop
-    # a fused bias / residual / ReLU epilogue is applied by the write-back of the register tile
-    inline_epilogue(sch, acc)
+    # a partial last group: the write-back of the register tile drops its extra rows (X3D-S's
+    # 54-channel pointwise conv: 0.80 -> 0.31 ms); a fused bias / residual / ReLU epilogue is
+    # applied by the write-back too
+    acc = place_write_back(sch, acc, write_at)
     if rows_outer and _extent(sch, n, do, ho) < ROW_TASKS_MIN:
         # too few row tiles to share among the threads (a pointwise conv on 8x4x4 maps is
         # one row of 128 positions): the groups join the parallel loop
@@ -628,10 +623,6 @@ def schedule_kgs_conv3d_cpu(
 
 def _extent(sch: s_tir.Schedule, *loops) -> int:
     return math.prod(int(sch.get(loop).extent) for loop in loops)
-
-
-def _consumers_named(sch: s_tir.Schedule, block, name: str) -> list:
-    return [b for b in sch.get_consumers(block) if sch.get(b).name_hint == name]
 
 
 def schedule_cpu(sch: s_tir.Schedule, fixed: bool = True, target: Target | None = None,

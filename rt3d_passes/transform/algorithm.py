@@ -42,7 +42,7 @@ import dataclasses
 import numpy as np
 from tvm.target import Target
 
-from schedules.cpu_kgs_conv3d import winograd_cost_config
+from schedules.cpu_kgs_conv3d import winograd_cost_config, winograd_transform_byte_cost
 from schedules.cpu_winograd_conv3d import output_transform_lanes, transform_lanes
 
 from ..op.kgs_conv3d import Conv3DGeometry
@@ -176,8 +176,9 @@ def choose_algorithm(
     voxels = geometry.input_shape[0] * int(np.prod(geometry.output_spatial))
     direct = max(computed_macs / DIRECT_EFFICIENCY,
                  WEIGHT_BYTE_COST * 4 * computed_macs / max(voxels, 1))
-    config = winograd_cost_config(Target.current(allow_none=True))
-    byte_cost = 0.0 if config is None else config.transform_byte_cost
+    target = Target.current(allow_none=True)
+    config = winograd_cost_config(target)
+    byte_cost = winograd_transform_byte_cost(target)
     lanes = 1 if config is None else config.lanes
     tiles = WINOGRAD_TILES
     if forced in ("winograd2", "winograd4"):
