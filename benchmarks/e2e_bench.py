@@ -278,9 +278,15 @@ def run_extras(args, models, builds, workdir: Path) -> dict[str, Any]:
         print(f"\nper-op profile of RT3D sparse ({args.threads_now} thread(s), median of 3):")
         print(rt3d.format_profile(ops))
         extras["profile_sparse"] = ops
-        kinds = rt3d.compare_kinds(ops, rt3d.torch_profile_kinds(models.pruned, models.x))
+        ov_nodes = openvino_profile(models, workdir, args.threads_now)
+        if ov_nodes is not None:
+            extras["profile_openvino"] = ov_nodes
+        kinds = rt3d.compare_kinds(
+            ops, rt3d.torch_profile_kinds(models.pruned, models.x),
+            openvino=None if ov_nodes is None else rt3d.openvino_kinds(ov_nodes))
         print("\nper op kind, RT3D sparse against PyTorch eager on the same pruned model "
-              "(torch.profiler, each top-level op with its children):")
+              "(torch.profiler, each top-level op with its children)"
+              + ("" if ov_nodes is None else " and OpenVINO (PERF_COUNT, per node)") + ":")
         print(rt3d.format_kinds(kinds))
         extras["profile_kinds"] = kinds
     if args.memory:
@@ -294,6 +300,23 @@ def run_extras(args, models, builds, workdir: Path) -> dict[str, Any]:
         print(memory.format_memory(mem))
         extras["memory"] = mem
     return extras
+
+
+def openvino_profile(models, workdir: Path, threads: int) -> list[dict[str, Any]] | None:
+    """OpenVINO's per-node profile of the pruned model (as dense as it runs the dense one:
+    it computes the zeros), None with the reason printed when OpenVINO is not installed or
+    cannot compile the model."""
+    try:
+        from benchmarks.peers.base import PeerUnsupported
+        from benchmarks.peers.openvino_cpu import profile_nodes
+    except ImportError as exc:
+        print(f"(no OpenVINO profile: {exc})")
+        return None
+    try:
+        return profile_nodes(models.pruned, models.x, workdir / "openvino_profile", threads)
+    except (ImportError, PeerUnsupported) as exc:
+        print(f"(no OpenVINO profile: {exc})")
+        return None
 
 
 def run_children(args, argv: list[str]) -> dict[str, Any]:

@@ -127,21 +127,28 @@ def profile_ops(build: Rt3dBuild, x: np.ndarray, runs: int = 3) -> list[dict[str
     for _ in range(runs):
         per_run.append([])
         vm["main"](data)
-    return _summarize_calls(per_run, build.layer_names)
+    classes = {r.layer: conv_class(r.input_shape[1], r.weight_shape) for r in build.reports
+               if r.input_shape and r.weight_shape}
+    return _summarize_calls(per_run, build.layer_names, classes)
 
 
-def _summarize_calls(per_run: list[list[tuple[str, float]]],
-                     layer_names: list[str]) -> list[dict[str, Any]]:
+def _summarize_calls(per_run: list[list[tuple[str, float]]], layer_names: list[str],
+                     classes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows per label (conv layers: ``symbol [layer]``, their kind the layer's
+    :func:`conv_class` from ``classes`` when known)."""
     calls = per_run[0]
     convs = [i for i, (sym, _) in enumerate(calls) if sym.startswith(RT3D_CONV_SYMBOLS)]
     label_of = {i: calls[i][0] for i in range(len(calls))}
+    kind_of = {i: op_kind(calls[i][0]) for i in range(len(calls))}
     if len(convs) == len(layer_names):
         label_of.update({i: f"{calls[i][0]} [{layer_names[k]}]" for k, i in enumerate(convs)})
+        kind_of.update({i: (classes or {}).get(layer_names[k], kind_of[i])
+                        for k, i in enumerate(convs)})
     rows: dict[str, dict[str, Any]] = {}
     for i in range(len(calls)):
         ms = float(np.median([run[i][1] for run in per_run if len(run) == len(calls)]))
         row = rows.setdefault(label_of[i], {"op": label_of[i], "calls": 0, "ms": 0.0,
-                                            "kind": op_kind(calls[i][0])})
+                                            "kind": kind_of[i]})
         row["calls"] += 1
         row["ms"] += ms
     total = sum(r["ms"] for r in rows.values()) or 1.0
@@ -170,6 +177,52 @@ def op_kind(symbol: str) -> str:
     return "elementwise/other"
 
 
+#: Input channels up to which a (not channel-wise) conv3d counts as a stem (RGB, RGB-D).
+STEM_CHANNELS = 4
+
+
+def conv_class(in_channels: int, weight_shape) -> str:
+    """The kind of a conv3d layer with ``in_channels`` input channels and a
+    ``[M, N / groups, Kd, Kh, Kw]`` weight, the same in every profile: ``"conv3d depthwise"``
+    (one input channel per group), ``"conv3d grouped"``, ``"conv3d stem"`` (at most
+    :data:`STEM_CHANNELS` input channels), ``"conv3d pointwise"`` (1x1x1), ``"conv3d
+    temporal"`` (``Kd x 1 x 1``) or ``"conv3d spatial"`` (any other kernel)."""
+    per_group = int(weight_shape[1])
+    kernel = tuple(int(k) for k in weight_shape[2:])
+    if per_group == 1 and in_channels > 1:
+        return "conv3d depthwise"
+    if per_group < in_channels:
+        return "conv3d grouped"
+    if in_channels <= STEM_CHANNELS:
+        return "conv3d stem"
+    if kernel == (1, 1, 1):
+        return "conv3d pointwise"
+    return "conv3d temporal" if kernel[1:] == (1, 1) else "conv3d spatial"
+
+
+#: OpenVINO node types (``PERF_COUNT``) -> kind; convolutions take their :func:`conv_class`,
+#: anything else (fused ``Subgraph`` elementwise, ``Eltwise``...) is "elementwise/other".
+OPENVINO_KINDS = {
+    "Convolution": "conv3d", "GroupConvolution": "conv3d", "ReduceMean": "pooling",
+    "ReduceMax": "pooling", "Pooling": "pooling", "MaxPool": "pooling", "AvgPool": "pooling",
+    "FullyConnected": "matmul (FC)", "MatMul": "matmul (FC)", "Softmax": "softmax",
+    "Concat": "concat", "Reorder": "layout reorder",
+}
+
+
+def openvino_kinds(nodes: list[dict[str, Any]]) -> dict[str, float]:
+    """OpenVINO's time per kind (ms) from its per-node profile
+    (``benchmarks.peers.openvino_cpu.profile_nodes``). Its ``Reorder`` nodes (layout
+    conversions to and from its channel-blocked formats) are a kind of their own."""
+    kinds: dict[str, float] = defaultdict(float)
+    for node in nodes:
+        kind = OPENVINO_KINDS.get(node["type"], "elementwise/other")
+        if kind == "conv3d" and node.get("conv"):
+            kind = conv_class(node["conv"]["in_channels"], node["conv"]["weight_shape"])
+        kinds[kind] += node["ms"]
+    return dict(kinds)
+
+
 def torch_profile_kinds(model, x, runs: int = 3) -> dict[str, float]:
     """PyTorch eager's time per op kind (ms, median over ``runs``), to compare with RT3D's
     :func:`profile_ops` kind by kind: the inclusive ``torch.profiler`` CPU time of every
@@ -182,15 +235,26 @@ def torch_profile_kinds(model, x, runs: int = 3) -> dict[str, float]:
     with torch.no_grad():
         model(x)
         for _ in range(runs):
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                        record_shapes=True) as prof:
                 model(x)
             kinds: dict[str, float] = defaultdict(float)
             for evt in prof.events():
                 if evt.name.startswith("aten::") and not _has_aten_caller(evt):
-                    kinds[op_kind(evt.name)] += evt.cpu_time_total / 1e3
+                    kinds[_torch_kind(evt)] += evt.cpu_time_total / 1e3
             per_run.append(kinds)
     names = {k for run in per_run for k in run}
     return {k: float(np.median([run.get(k, 0.0) for run in per_run])) for k in names}
+
+
+def _torch_kind(evt) -> str:
+    """:func:`op_kind` of a top-level aten op; a convolution's :func:`conv_class` from its
+    recorded input and weight shapes."""
+    kind = op_kind(evt.name)
+    shapes = getattr(evt, "input_shapes", None) or []
+    if kind == "conv3d" and len(shapes) > 1 and len(shapes[0]) == 5 and len(shapes[1]) == 5:
+        return conv_class(shapes[0][1], shapes[1])
+    return kind
 
 
 def _has_aten_caller(evt) -> bool:
@@ -204,28 +268,53 @@ def _has_aten_caller(evt) -> bool:
 
 
 def compare_kinds(rt3d_rows: list[dict[str, Any]], torch_kinds: dict[str, float],
-                  limit: float = 1.5) -> list[dict[str, Any]]:
+                  limit: float = 1.5, openvino: dict[str, float] | None = None
+                  ) -> list[dict[str, Any]]:
     """Per op kind: RT3D ms, PyTorch ms, their ratio and whether RT3D is within ``limit`` x
-    PyTorch (batch norm is folded into RT3D's convolutions, so it has no RT3D time)."""
+    PyTorch (batch norm is folded into RT3D's convolutions, so it has no RT3D time), and
+    with ``openvino`` (:func:`openvino_kinds`) OpenVINO's ms and RT3D's ratio to it. A
+    profile without conv classes (one "conv3d" kind) is compared on the sum of the classes."""
     rt3d: dict[str, float] = defaultdict(float)
     for r in rt3d_rows:
-        rt3d[op_kind(r["op"]) if r["kind"] != "conv3d (RT3D kernel)" else "conv3d"] += r["ms"]
+        rt3d[r["kind"]] += r["ms"]
+    torch_kinds = dict(torch_kinds)
+    openvino = None if openvino is None else dict(openvino)
+    peers = [torch_kinds] + ([openvino] if openvino is not None else [])
+    if any("conv3d" in p for p in [rt3d, *peers]):
+        for p in [rt3d, *peers]:  # one of them has no classes: compare the sums
+            total = sum(v for k, v in p.items() if k.startswith("conv3d"))
+            for k in [k for k in p if k.startswith("conv3d")]:
+                del p[k]
+            if total:
+                p["conv3d"] = total
+    kinds = set(rt3d).union(*peers)
     out = []
-    for kind in sorted(set(rt3d) | set(torch_kinds), key=lambda k: -torch_kinds.get(k, 0.0)):
+    for kind in sorted(kinds, key=lambda k: -max(p.get(k, 0.0) for p in [rt3d, *peers])):
         ours, theirs = rt3d.get(kind, 0.0), torch_kinds.get(kind, 0.0)
         ratio = ours / theirs if theirs else None
-        out.append({"kind": kind, "rt3d_ms": ours, "torch_ms": theirs, "ratio": ratio,
-                    "within_limit": ratio is None or ratio <= limit})
+        row = {"kind": kind, "rt3d_ms": ours, "torch_ms": theirs, "ratio": ratio,
+               "within_limit": ratio is None or ratio <= limit}
+        if openvino is not None:
+            ov = openvino.get(kind, 0.0)
+            row.update(openvino_ms=ov, openvino_ratio=ours / ov if ov else None)
+        out.append(row)
     return out
 
 
 def format_kinds(rows: list[dict[str, Any]], limit: float = 1.5) -> str:
-    lines = [f"{'op kind':<20} {'RT3D ms':>9} {'PyTorch ms':>11} {'ratio':>7}", "-" * 50]
+    with_ov = any("openvino_ms" in r for r in rows)
+    head = f"{'op kind':<20} {'RT3D ms':>9} {'PyTorch ms':>11} {'ratio':>7}"
+    if with_ov:
+        head += f" {'OpenVINO ms':>12} {'ratio':>7}"
+    lines = [head, "-" * len(head)]
     for r in rows:
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-"
+        line = f"{r['kind']:<20} {r['rt3d_ms']:>9.2f} {r['torch_ms']:>11.2f} {ratio:>7}"
+        if with_ov:
+            ov = r.get("openvino_ratio")
+            line += f" {r.get('openvino_ms', 0.0):>12.2f} {f'{ov:.2f}x' if ov else '-':>7}"
         flag = "" if r["within_limit"] else f"  > {limit}x PyTorch"
-        lines.append(f"{r['kind']:<20} {r['rt3d_ms']:>9.2f} {r['torch_ms']:>11.2f} "
-                     f"{ratio:>7}{flag}")
+        lines.append(line + flag)
     return "\n".join(lines)
 
 

@@ -34,7 +34,7 @@ def test_summary_table_and_plot(tmp_path):
 def test_op_kinds_compare_rt3d_with_torch():
     from benchmarks.e2e import rt3d
 
-    rows = [{"op": "kgs_conv3d [conv1]", "kind": "conv3d (RT3D kernel)", "ms": 10.0},
+    rows = [{"op": "kgs_conv3d [conv1]", "kind": "conv3d", "ms": 10.0},
             {"op": "max_pool3d", "kind": "pooling", "ms": 3.0},
             {"op": "fused_sigmoid_multiply", "kind": "elementwise/other", "ms": 1.0}]
     torch_kinds = {"conv3d": 20.0, "pooling": 1.0, "elementwise/other": 1.0, "batch norm": 2.0}
@@ -45,3 +45,55 @@ def test_op_kinds_compare_rt3d_with_torch():
     assert "> 1.5x PyTorch" in rt3d.format_kinds(list(kinds.values()))
     assert rt3d.op_kind("aten::max_pool3d_with_indices") == "pooling"
     assert rt3d.op_kind("aten::mkldnn_convolution") == "conv3d"
+
+
+def test_conv_classes_are_the_same_in_every_profile():
+    from benchmarks.e2e.rt3d import conv_class
+
+    assert conv_class(54, [54, 1, 3, 3, 3]) == "conv3d depthwise"
+    assert conv_class(24, [24, 1, 5, 1, 1]) == "conv3d depthwise"  # X3D's temporal stem
+    assert conv_class(256, [256, 8, 3, 3, 3]) == "conv3d grouped"  # ResNeXt, 32 groups
+    assert conv_class(3, [64, 3, 1, 7, 7]) == "conv3d stem"
+    assert conv_class(64, [256, 64, 1, 1, 1]) == "conv3d pointwise"
+    assert conv_class(64, [64, 64, 3, 1, 1]) == "conv3d temporal"
+    assert conv_class(64, [128, 64, 3, 3, 3]) == "conv3d spatial"
+    assert conv_class(1, [8, 1, 3, 3, 3]) == "conv3d stem"  # one channel: not depthwise
+
+
+def test_op_kinds_compare_with_openvino_per_conv_class():
+    """OpenVINO's nodes go to the kinds RT3D's and PyTorch's ops go to (its convolutions by
+    their ONNX weight shapes, its layout reorders a kind of their own); a profile with one
+    "conv3d" kind makes the comparison use the classes' sum."""
+    from benchmarks.e2e import rt3d
+
+    nodes = [
+        {"node": "node_Conv_1/WithoutBiases", "type": "GroupConvolution", "ms": 4.0,
+         "conv": {"in_channels": 54, "weight_shape": [54, 1, 3, 3, 3]}},
+        {"node": "node_Conv_2", "type": "Convolution", "ms": 6.0,
+         "conv": {"in_channels": 24, "weight_shape": [54, 24, 1, 1, 1]}},
+        {"node": "node_Conv_3", "type": "Convolution", "ms": 1.0, "conv": None},
+        {"node": "node_silu", "type": "Subgraph", "ms": 2.0, "conv": None},
+        {"node": "node_mean", "type": "ReduceMean", "ms": 0.5, "conv": None},
+        {"node": "in_reorder", "type": "Reorder", "ms": 0.25, "conv": None},
+    ]
+    ov = rt3d.openvino_kinds(nodes)
+    assert ov == {"conv3d depthwise": 4.0, "conv3d pointwise": 6.0, "conv3d": 1.0,
+                  "elementwise/other": 2.0, "pooling": 0.5, "layout reorder": 0.25}
+    rows = [{"op": "kgs_conv3d [a]", "kind": "conv3d depthwise", "ms": 2.0},
+            {"op": "kgs_conv3d1 [b]", "kind": "conv3d pointwise", "ms": 3.0},
+            {"op": "fused_sigmoid", "kind": "elementwise/other", "ms": 1.0}]
+    torch_kinds = {"conv3d depthwise": 8.0, "conv3d pointwise": 9.0, "elementwise/other": 1.0}
+    kinds = {k["kind"]: k for k in rt3d.compare_kinds(rows, torch_kinds, openvino=ov)}
+    # OpenVINO's unclassified conv: every profile is compared on the sum of its convs
+    assert kinds["conv3d"]["rt3d_ms"] == 5.0 and kinds["conv3d"]["openvino_ms"] == 11.0
+    assert kinds["conv3d"]["torch_ms"] == 17.0
+    assert kinds["elementwise/other"]["openvino_ratio"] == 0.5
+    assert kinds["layout reorder"]["rt3d_ms"] == 0.0
+    del ov["conv3d"]
+    kinds = {k["kind"]: k for k in rt3d.compare_kinds(rows, torch_kinds, openvino=ov)}
+    assert kinds["conv3d depthwise"]["openvino_ratio"] == 0.5
+    assert kinds["conv3d pointwise"]["ratio"] == 3.0 / 9.0
+    table = rt3d.format_kinds(list(kinds.values()))
+    assert "OpenVINO ms" in table.splitlines()[0]
+    line = next(ln for ln in table.splitlines() if ln.startswith("conv3d depthwise"))
+    assert line.split()[-2:] == ["4.00", "0.50x"]

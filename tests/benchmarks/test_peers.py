@@ -51,6 +51,27 @@ def test_peer_matches_eager(
     assert result.info["threads"] == 2
 
 
+def test_openvino_profile_names_each_conv_class(
+    tiny: tuple[torch.nn.Module, torch.Tensor], workdir: Path
+) -> None:
+    """OpenVINO's per-node profile (``rt3d bench --profile``): every convolution node is
+    matched to its ONNX Conv's weight shape, and the kinds cover the tiny model's convs."""
+    pytest.importorskip("openvino")
+    from benchmarks.e2e.rt3d import conv_class, openvino_kinds
+    from benchmarks.peers.openvino_cpu import profile_nodes
+
+    model, x = tiny
+    nodes = profile_nodes(model, x, workdir, threads=2, runs=2)
+    convs = [n for n in nodes if n["type"] in ("Convolution", "GroupConvolution")]
+    expected = {conv_class(m.in_channels, list(m.weight.shape))
+                for m in model.modules() if isinstance(m, torch.nn.Conv3d)}
+    assert convs and all(n["conv"] is not None and n["ms"] > 0 for n in convs)
+    assert {conv_class(n["conv"]["in_channels"], n["conv"]["weight_shape"])
+            for n in convs} == expected
+    kinds = openvino_kinds(nodes)
+    assert set(kinds) >= expected and "conv3d" not in kinds
+
+
 def test_mnn_stays_offline(tiny: tuple[torch.nn.Module, torch.Tensor], workdir: Path) -> None:
     pytest.importorskip("MNN")
     model, x = tiny
