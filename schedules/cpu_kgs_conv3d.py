@@ -63,6 +63,7 @@ __all__ = [
     "AVX512",
     "CHANNEL_BLOCK_COPY_BYTES",
     "COLUMN_BLOCK_MIN",
+    "COLUMN_BLOCK_MIN_TEMPORAL",
     "COLUMN_PAD_SHARE",
     "NEON",
     "POINTWISE_TILE_POSITIONS",
@@ -72,6 +73,7 @@ __all__ = [
     "accumulators",
     "channel_blocked",
     "column_block",
+    "column_block_min",
     "column_multiple",
     "copy_layout",
     "cpu_config",
@@ -278,15 +280,34 @@ def row_vector_lanes(target: Target | None) -> int:
 
 #: Most padding :func:`column_multiple` adds, as a share of the columns.
 COLUMN_PAD_SHARE = 0.125
-#: Fewest columns a group's loop is blocked with (:func:`column_block`): pointwise layers
-#: of 64 and 128 input channels ran 1.1-1.5x slower in 32-column blocks (ir-CSN-50's
-#: 64 -> 256 on 8x32x32 maps: 4.4 -> 7.0 ms), layers of 256 and more as fast or faster.
-COLUMN_BLOCK_MIN = 256
+#: Fewest columns a group's loop is blocked with (:func:`column_block`), temporal convs aside
+#: (:data:`COLUMN_BLOCK_MIN_TEMPORAL`). Session 14, Zen 3, interleaved, 256 -> 128 (KGS at
+#: 70 %): R(2+1)D-18's 1x3x3 64 -> 144 on 16x56x56 (about 170 columns, padded to 192) 24.3
+#: -> 22.2 ms, its stride-2 64 -> 230 13.6 -> 11.3, Slow-R50's 64 -> 64 on 8x32x32 1.89 ->
+#: 1.80, pointwise 512 -> 128 on 2x8x8 0.060 -> 0.052, dense 128 -> 512 on 2x8x8 0.119 ->
+#: 0.106; the dense 64 -> 64 (576 columns) unchanged. Pointwise layers on large maps take no
+#: blocks at any count (:data:`POINTWISE_TILE_POSITIONS`: ir-CSN-50's 64 -> 256 on 8x32x32
+#: ran 4.4 -> 7.0 ms in blocks).
+COLUMN_BLOCK_MIN = 128
+#: Fewest columns a temporal conv's (``Kd x 1 x 1``, ``Kd > 1``) loop is blocked with: a
+#: 144 -> 64 3x1x1 layer on 16x56x56 at 70 % (about 130 columns) ran 11.5 -> 15.1 ms in
+#: blocks (Zen 3, interleaved): each column reads one short row of its own channel and plane,
+#: and a block's accumulators are stored and reloaded per block.
+COLUMN_BLOCK_MIN_TEMPORAL = 256
 
 
-def column_block(columns: int, block: int) -> int:
+def column_block_min(kernel: Sequence[int] | None) -> int:
+    """:data:`COLUMN_BLOCK_MIN_TEMPORAL` for a temporal ``kernel``, else
+    :data:`COLUMN_BLOCK_MIN` (also for None: not known)."""
+    temporal = kernel is not None and int(kernel[0]) > 1 and \
+        tuple(int(k) for k in kernel[1:]) == (1, 1)
+    return COLUMN_BLOCK_MIN_TEMPORAL if temporal else COLUMN_BLOCK_MIN
+
+
+def column_block(columns: int, block: int, kernel: Sequence[int] | None = None) -> int:
     """Columns per block of a group's column loop: ``block`` when the group has a multiple
-    of it, and at least :data:`COLUMN_BLOCK_MIN` columns; 0 to keep one loop.
+    of it, and at least :func:`column_block_min` columns for its ``kernel``; 0 to keep one
+    loop.
 
     A blocked loop runs each block over every W tile and channel tile of the row, the row's
     accumulators in a local buffer, so the input lines a block reads stay in L1 across the
@@ -296,20 +317,21 @@ def column_block(columns: int, block: int) -> int:
     fast on the large layers and slower on the small ones, a block that does not divide the
     columns (a predicate on every column) 2-3x slower: the rewrite pads the columns instead
     (:func:`column_multiple`)."""
-    if block <= 0 or columns % block or columns < COLUMN_BLOCK_MIN:
+    if block <= 0 or columns % block or columns < column_block_min(kernel):
         return 0
     return block
 
 
-def column_multiple(target: Target | None, columns: int) -> int:
+def column_multiple(target: Target | None, columns: int,
+                    kernel: Sequence[int] | None = None) -> int:
     """The multiple the KGS rewrite pads a group's ``columns`` (the longest group's count)
     to on ``target``, 1 for none: :attr:`CPUConfig.column_block` on CPU targets that block
-    their column loops (:func:`column_block`), when the padding adds at most
+    their column loops (:func:`column_block`, for ``kernel``), when the padding adds at most
     :data:`COLUMN_PAD_SHARE` of the columns (zero weights at a valid address: computed, not
     counted)."""
     config = _config_of_cpu(target)
     block = 0 if config is None else config.column_block
-    if block <= 0 or columns < COLUMN_BLOCK_MIN:
+    if block <= 0 or columns < column_block_min(kernel):
         return 1
     pad = -columns % block
     return block if pad <= COLUMN_PAD_SHARE * columns else 1
@@ -565,7 +587,7 @@ def schedule_kgs_conv3d_cpu(
     per_channel_pad = (not rows_outer and _channel_multiplier(sch) > 0
                        and int(sch.get(n).extent) * int(sch.get(g).extent) >= CHANNEL_TASKS_MIN)
     block = 0 if vector_axis == "m" or _channel_multiplier(sch) > 0 else column_block(
-        int(sch.get(t).extent), block_columns)
+        int(sch.get(t).extent), block_columns, _kernel(sch))
     row = (n, do, ho, g) if rows_outer else (n, g, do, ho)
     channel_tiles = [] if mo is None else [mo]
     if block:

@@ -144,7 +144,7 @@ def _emit_kgs_conv3d(bb: relax.BlockBuilder, call: relax.Call, report: Conv3DRep
                              geo.dilation, layout)
     extent = 0 if multiplier else whole_vector_rows(geo, row_vector_lanes(target))
     if not multiplier and tiles_channels(geo.kernel, int(np.prod(geo.output_spatial))):
-        packed = pad_columns(packed, column_multiple(target, packed.max_columns))
+        packed = pad_columns(packed, column_multiple(target, packed.max_columns, geo.kernel))
     call = bb.call_te(
         kgs_conv3d_te,
         data,

@@ -227,6 +227,8 @@ def test_column_blocks_match_torch(rng, m, row_extent, tile):
     columns = packed.values.shape[1]
     assert columns == 4000 and column_block(columns, 32) == 32
     assert column_block(3996, 32) == 0 and column_block(32, 32) == 0  # no multiple; one block
+    assert column_block(192, 32, (1, 3, 3)) == 32 and column_block(96, 32, (1, 1, 1)) == 0
+    assert column_block(192, 32, (3, 1, 1)) == 0 and column_block(288, 32, (5, 1, 1)) == 32
     geo = Conv3DGeometry(shape, (3, 3, 3), padding=(1, 1, 1))
     func = kgs_conv3d_primfunc(shape, packed, padding=(1, 1, 1), row_extent=row_extent)
     sch = schedules.schedule_kgs_conv3d_cpu(s_tir.Schedule(func), block_columns=32,
@@ -238,6 +240,42 @@ def test_column_blocks_match_torch(rng, m, row_extent, tile):
     x = rng.standard_normal(shape).astype(np.float32)
     out = run_kgs(sch.mod, x, packed, geo, m)
     assert_close_rel(out, conv3d_reference(x, w, padding=(1, 1, 1)), 1e-5)
+
+
+def test_sparse_spatial_layer_with_few_columns_runs_in_blocks(rng):
+    """A 1x3x3 layer of 64 input channels at 70 % KGS (about 173 columns, the rewrite pads
+    them to 192 for AVX2) runs its column loop in 32-column blocks, and a 3x1x1 layer of the
+    same column count does not; both equal PyTorch's output."""
+    from rt3d_passes.op import Conv3DGeometry, pad_columns
+    from schedules.cpu_kgs_conv3d import column_multiple
+    from tests.conftest import assert_close_rel, conv3d_reference, run_kgs
+
+    avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    shape = (1, 64, 2, 6, 16)
+    for kernel, padding, blocked in (((1, 3, 3), (0, 1, 1), True),
+                                     ((3, 1, 1), (1, 0, 0), False)):
+        cin = 64 if kernel == (1, 3, 3) else 192  # the same ~173 columns at 70 %
+        shape = (1, cin, 2, 6, 16)
+        w = structured_weight((16, cin, *kernel), "kgs", 0.7, (8, 4), rng)
+        compact = S.compact(w, (8, 4))
+        assert 128 <= compact.max_columns < 256
+        multiple = column_multiple(avx2, compact.max_columns, kernel)
+        assert multiple == (32 if blocked else 1)
+        packed = pad_columns(compact, multiple)
+        columns = packed.values.shape[1]
+        geo = Conv3DGeometry(shape, kernel, padding=padding)
+        func = kgs_conv3d_primfunc(shape, packed, padding=padding)
+        sch = schedules.schedule_kgs_conv3d_cpu(s_tir.Schedule(func), block_columns=32,
+                                                channel_tile=4, vector_axis="w")
+        extents = [int(sch.get(loop).extent)
+                   for loop in sch.get_loops(sch.get_sblock("kgs_conv3d_update"))]
+        if blocked:
+            assert 32 in extents and columns // 32 in extents
+        else:
+            assert columns in extents  # one loop over every column
+        x = rng.standard_normal(shape).astype(np.float32)
+        out = run_kgs(sch.mod, x, packed, geo, 16)
+        assert_close_rel(out, conv3d_reference(x, w, padding=padding), 1e-5)
 
 
 def test_avx2_tiles_channels_and_pads_columns_to_its_blocks():
@@ -262,6 +300,11 @@ def test_avx2_tiles_channels_and_pads_columns_to_its_blocks():
     assert column_multiple(avx2, 2764) == 32 and column_multiple(avx2, 6912) == 32
     assert column_multiple(avx2, 260) == 32  # 28 more: within an eighth
     assert column_multiple(avx2, 36) == 1  # 28 more on 36: too many
+    # from 128 columns (R(2+1)D's 1x3x3 layers at 70 %: ~173 -> 192), but a temporal conv's
+    # loop is blocked only from 256
+    assert column_multiple(avx2, 173, (1, 3, 3)) == 32 and column_multiple(avx2, 120) == 1
+    assert column_multiple(avx2, 173, (3, 1, 1)) == 1
+    assert column_multiple(avx2, 260, (3, 1, 1)) == 32
     for other in (tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}),
                   tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu"}),
                   tvm.target.Target("qcom/adreno-opencl"), None):
