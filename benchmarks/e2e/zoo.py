@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +28,17 @@ def model_list(spec: str) -> list[str] | None:
     return None
 
 
-def run_models(script: Path, argv: list[str], models: list[str], out_dir: Path) -> dict:
-    """Run ``script`` once per model (each writes its own JSON and plot into ``out_dir``) and
-    gather the summary; a model whose run fails is reported, not fatal."""
+def run_models(script: Path, argv: list[str], models: list[str], out_dir: Path,
+               prefix: str = "e2e") -> dict:
+    """Run ``script`` once per model (each writes its own JSON and plot into ``out_dir``,
+    named ``<prefix>_<model>``: its rows, bars and ``--profile``) and gather the summary; a
+    model whose run fails is reported, not fatal."""
     from benchmarks.e2e.argv import strip_option
 
     base = strip_option(strip_option(argv, "--model"), "--out")
     summary: dict[str, Any] = {"benchmark": "e2e_bench --model all", "models": {}}
     for name in models:
-        out = out_dir / f"e2e_{name}.json"
+        out = out_dir / f"{prefix}_{name}.json"
         print(f"\n===== {name} =====", flush=True)
         cmd = [sys.executable, str(script), "--model", name, "--out", str(out), *base]
         code = subprocess.run(cmd, env=dict(os.environ), check=False).returncode
@@ -130,9 +131,10 @@ def plot_summary(path: Path, summary: dict) -> Path | None:
 def main_all(script: Path, argv: list[str], models: list[str], out: Path | None) -> int:
     from benchmarks.environment import write_result
 
-    out = out or script.parent / "results" / "e2e_all.json"
-    with tempfile.TemporaryDirectory(prefix="rt3d_e2e_all_") as tmp:
-        summary = run_models(script, argv, models, Path(tmp))
+    out = Path(out or script.parent / "results" / "e2e_all.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # each model's own JSON and plot beside the summary (e2e_all_x3d_s.json...)
+    summary = run_models(script, argv, models, out.parent, prefix=out.stem)
     print("\n" + format_summary(summary))
     path = write_result(out, summary)
     png = plot_summary(path.with_suffix(".png"), summary)

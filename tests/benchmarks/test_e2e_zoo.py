@@ -97,3 +97,29 @@ def test_op_kinds_compare_with_openvino_per_conv_class():
     assert "OpenVINO ms" in table.splitlines()[0]
     line = next(ln for ln in table.splitlines() if ln.startswith("conv3d depthwise"))
     assert line.split()[-2:] == ["4.00", "0.50x"]
+
+
+def test_each_model_keeps_its_json_beside_the_summary(tmp_path):
+    """``--model a,b`` runs the script once per model; each model's JSON (its rows, bars and
+    ``--profile``) is kept as ``<summary stem>_<model>.json``, and a model whose run fails is
+    reported in the summary."""
+    import json
+
+    script = tmp_path / "fake_bench.py"
+    script.write_text(
+        "import json, sys\n"
+        "args = sys.argv[1:]\n"
+        "model, out = args[args.index('--model') + 1], args[args.index('--out') + 1]\n"
+        "if model == 'x3d_s':\n"
+        "    sys.exit(3)\n"
+        "rows = [{'name': 'openvino', 'median_ms': 2.0},\n"
+        "        {'name': 'RT3D sparse', 'median_ms': 1.0}]\n"
+        "res = {'threads': 2, 'rows': rows, 'speedups': {'openvino': 2.0}, 'bars': []}\n"
+        "json.dump({'preset': 'p', 'input_shape': [1], 'macs': {}, 'results': [res],\n"
+        "           'profile_kinds': [], 'argv': args}, open(out, 'w'))\n")
+    summary = zoo.run_models(script, ["--model", "all", "--runs", "3", "--out", "x.json"],
+                             ["c3d", "x3d_s"], tmp_path, prefix="e2e_all")
+    kept = json.loads((tmp_path / "e2e_all_c3d.json").read_text())
+    assert kept["argv"][:2] == ["--model", "c3d"] and "--runs" in kept["argv"]
+    assert "profile_kinds" in kept and summary["models"]["c3d"]["status"] == "ok"
+    assert summary["models"]["x3d_s"]["status"] == "failed (exit 3)"
