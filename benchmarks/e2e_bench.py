@@ -80,7 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(8x4 groups): kgs (the paper's), plane (Winograd-compatible: "
                              "whole 3x3 planes, run as sparse Winograd), vanilla")
     parser.add_argument("--profile", action="store_true",
-                        help="print the per-op (per-layer) time of the RT3D sparse model")
+                        help="print the per-op (per-layer) time of the RT3D sparse model, "
+                             "and its time per op kind (convolutions by class) against "
+                             "PyTorch's and, when installed, OpenVINO's own profiles")
     parser.add_argument("--memory", action="store_true",
                         help="library sizes and peak RSS of RT3D sparse vs dense (children)")
     parser.add_argument("--out", type=Path, help="JSON path (default "
