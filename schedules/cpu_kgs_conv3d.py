@@ -79,6 +79,7 @@ __all__ = [
     "cpu_config",
     "depth_rows",
     "is_arm",
+    "is_temporal",
     "register_tile",
     "row_vector_lanes",
     "rows_outer_default",
@@ -220,6 +221,11 @@ def channel_blocked(config: CPUConfig | None, output_w: int, padded_volume: int)
             and padded_volume * config.lanes * 4 <= CHANNEL_BLOCK_COPY_BYTES)
 
 
+def is_temporal(kernel: Sequence[int]) -> bool:
+    """Whether ``kernel`` is a temporal conv's: ``Kd x 1 x 1`` with ``Kd > 1``."""
+    return len(kernel) == 3 and int(kernel[0]) > 1 and int(kernel[1]) == int(kernel[2]) == 1
+
+
 def copy_layout(target: Target | None, kernel: Sequence[int], padded: bool,
                 channelwise: bool, blockable: bool = False, output_w: int = 0,
                 padded_volume: int = 0) -> str:
@@ -242,8 +248,8 @@ def copy_layout(target: Target | None, kernel: Sequence[int], padded: bool,
     if padded and channelwise and blockable and channel_blocked(config, output_w,
                                                                padded_volume):
         return f"CDHW{config.lanes}c"
-    temporal = len(kernel) == 3 and int(kernel[0]) > 1 and int(kernel[1]) == int(kernel[2]) == 1
-    if config is None or not config.dhcw_copy or not padded or channelwise or not temporal:
+    if config is None or not config.dhcw_copy or not padded or channelwise \
+            or not is_temporal(kernel):
         return "CDHW"
     return "DHCW"
 
@@ -299,9 +305,8 @@ COLUMN_BLOCK_MIN_TEMPORAL = 256
 def column_block_min(kernel: Sequence[int] | None) -> int:
     """:data:`COLUMN_BLOCK_MIN_TEMPORAL` for a temporal ``kernel``, else
     :data:`COLUMN_BLOCK_MIN` (also for None: not known)."""
-    temporal = kernel is not None and int(kernel[0]) > 1 and \
-        tuple(int(k) for k in kernel[1:]) == (1, 1)
-    return COLUMN_BLOCK_MIN_TEMPORAL if temporal else COLUMN_BLOCK_MIN
+    return COLUMN_BLOCK_MIN_TEMPORAL if kernel is not None and is_temporal(kernel) \
+        else COLUMN_BLOCK_MIN
 
 
 def column_block(columns: int, block: int, kernel: Sequence[int] | None = None) -> int:

@@ -62,9 +62,8 @@ def place_write_back(sch: s_tir.Schedule, acc, loop):
 def inline_epilogue(sch: s_tir.Schedule, block) -> None:
     """Inline the fused epilogue (bias, residual, ReLU) into ``block``, its producer, so the
     output is computed where ``block`` writes it; nothing happens without an epilogue."""
-    for consumer in sch.get_consumers(block):
-        if sch.get(consumer).name_hint == KGS_EPILOGUE_BLOCK:
-            sch.reverse_compute_inline(consumer)
+    for consumer in consumers_named(sch, block, KGS_EPILOGUE_BLOCK):
+        sch.reverse_compute_inline(consumer)
 
 
 def unroll_knob(sch: s_tir.Schedule, loop, fixed: bool) -> None:

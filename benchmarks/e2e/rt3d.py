@@ -13,6 +13,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from schedules.cpu_kgs_conv3d import is_temporal
+
 
 @dataclasses.dataclass
 class Rt3dBuild:
@@ -183,7 +185,8 @@ STEM_CHANNELS = 4
 
 def conv_class(in_channels: int, weight_shape) -> str:
     """The kind of a conv3d layer with ``in_channels`` input channels and a
-    ``[M, N / groups, Kd, Kh, Kw]`` weight, the same in every profile: ``"conv3d depthwise"``
+    ``[M, N / groups, Kd, Kh, Kw]`` weight (temporal as the schedules define it,
+    ``schedules.cpu_kgs_conv3d.is_temporal``), the same in every profile: ``"conv3d depthwise"``
     (one input channel per group), ``"conv3d grouped"``, ``"conv3d stem"`` (at most
     :data:`STEM_CHANNELS` input channels), ``"conv3d pointwise"`` (1x1x1), ``"conv3d
     temporal"`` (``Kd x 1 x 1``) or ``"conv3d spatial"`` (any other kernel)."""
@@ -197,7 +200,7 @@ def conv_class(in_channels: int, weight_shape) -> str:
         return "conv3d stem"
     if kernel == (1, 1, 1):
         return "conv3d pointwise"
-    return "conv3d temporal" if kernel[1:] == (1, 1) else "conv3d spatial"
+    return "conv3d temporal" if is_temporal(kernel) else "conv3d spatial"
 
 
 #: OpenVINO node types (``PERF_COUNT``) -> kind; convolutions take their :func:`conv_class`,
