@@ -137,12 +137,43 @@ def train(
     return history
 
 
+#: Clips per forward pass of an inference on a CPU (:func:`infer`): the activations of a few
+#: clips stay in the last-level cache. c3d_small at 16x32x32, one thread, Zen 3, interleaved:
+#: 5.0 ms per clip in passes of 8, 5.9 in passes of 32, 8.7 in passes of 100.
+CPU_INFER_CHUNK = 8
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy in [0, 1]."""
+def infer(model: nn.Module, x: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """``model(x)`` without gradients, in passes of ``chunk`` clips (default: a CPU takes
+    :data:`CPU_INFER_CHUNK`, a GPU the whole batch). Only for a model in eval mode: in
+    training mode BatchNorm would normalize each pass by its own statistics."""
+    if chunk is None:
+        chunk = CPU_INFER_CHUNK if x.device.type == "cpu" else 0
+    if chunk <= 0 or len(x) <= chunk:
+        return model(x)
+    if model.training:
+        raise ValueError(f"infer: {type(model).__name__} is in training mode; passes of "
+                         f"{chunk} of the {len(x)} clips would each be normalized by their "
+                         f"own batch statistics (call model.eval(), or chunk=0)")
+    return torch.cat([model(part) for part in x.split(chunk)])
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | None = None,
+             memory_format: torch.memory_format = torch.contiguous_format,
+             chunk: int | None = None) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` (put in eval mode) on ``loader``'s clips, moved
+    to ``device`` (default: the model's) in ``memory_format``, in passes of ``chunk`` clips
+    (:func:`infer`)."""
     model.eval()
+    if device is None:
+        device = next(model.parameters()).device
     correct = total = 0
     for x, y in loader:
-        correct += int((model(x).argmax(dim=1) == y).sum())
+        x = x.to(device)
+        if x.dim() == 5:
+            x = x.contiguous(memory_format=memory_format)
+        correct += int((infer(model, x, chunk).argmax(dim=1) == y.to(device)).sum())
         total += len(y)
     return correct / max(total, 1)

@@ -3,6 +3,7 @@ ranking)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import importlib.util
 import json
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "pruning_accuracy.py"
 
@@ -183,3 +185,45 @@ def test_workers_die_with_the_run(tmp_path, die):
     if alive:
         os.kill(pid, 9)
     assert alive is not die  # without the death signal the worker outlives the run
+
+
+@pytest.mark.slow
+def test_rows_start_as_soon_as_their_own_dense_model_is_there(tmp_path, monkeypatch):
+    # a pool that runs jobs when they are submitted but holds dense model 1 back until a row
+    # of dense model 0 has run: the rows must not wait for every dense model
+    bench = _bench()
+    events: list[tuple[str, int]] = []
+
+    class HeldPool:
+        def __init__(self, jobs, mp_context=None, initializer=None, initargs=()):
+            initializer(*initargs)
+            self.held: concurrent.futures.Future | None = None
+
+        def submit(self, fn, *args):
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            if fn is bench._dense_job and args[0] == 1:
+                self.held = future
+                return future
+            future.set_result(fn(*args))
+            kind, seed = ("dense", args[0]) if fn is bench._dense_job else ("row", args[2])
+            events.append((kind, seed))
+            if kind == "row" and seed == 0 and self.held is not None and not self.held.done():
+                self.held.set_result(bench._dense_job(1))
+                events.append(("dense", 1))
+            return future
+
+        def shutdown(self):
+            pass
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", HeldPool)
+    threads = torch.get_num_threads()
+    config = dataclasses.replace(bench.QUICK, rows=("control", "heuristic/kgs"), grid=())
+    try:
+        result = bench.run(config, tmp_path, progress=False, jobs=2, threads=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert events[0] == ("dense", 0) and events[1] == ("row", 0)
+    assert events.index(("dense", 1)) < min(i for i, e in enumerate(events) if e == ("row", 1))
+    assert sorted(events) == [("dense", 0), ("dense", 1)] + [("row", 0)] * 2 + [("row", 1)] * 2
+    assert [d["seed"] for d in result["dense"]] == [0, 1]  # in seed order, whatever came first
+    assert len(result["rows"]) == 4 and result["complete"]
