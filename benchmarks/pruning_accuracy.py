@@ -535,7 +535,7 @@ def run(config: BenchConfig, out_dir: Path | None = None, progress: bool = True,
         result["dense_macs"] = _dense_macs()
         # every job in flight, and the row jobs whose dense model is not trained yet: a
         # row starts as soon as its own dense model is there (the two dense models of a cold
-        # run finish minutes apart; session 12's took 1462 and 1582 s)
+        # run finish a minute or more apart: 1015 and 1074 s in session 15)
         pending: dict[concurrent.futures.Future, tuple[str, Any]] = {}
         waiting: list[tuple[str, str, float, int, int]] = []
 

@@ -207,10 +207,12 @@ def keep_freed_memory() -> bool:
 
     By default glibc maps each large allocation (an activation, a gradient) afresh and unmaps
     it when freed, so every training step touches hundreds of MB of new pages that the kernel
-    zeroes on first touch: c3d_small's step (batch 32, Zen 3) took 67-75 thousand page faults
-    and 0.16-0.20 s of system time, 0.81 s in all on one thread; with this, 7 thousand and
-    0.63 s (2 threads: 0.42-0.48 -> 0.36-0.40 s). The price is memory the process keeps
-    (at most the peak it reached, plus up to :data:`TRIM_THRESHOLD` unreturned).
+    zeroes on first touch: c3d_small's step (batch 32, Zen 3, one thread) took 67-75
+    thousand page faults and 0.16-0.20 s of system time, 0.81-0.83 s in all; with this, 4-7
+    thousand and 0.63-0.69 s (2 threads: 0.42-0.48 -> 0.36-0.40 s). A whole
+    ``pruning_accuracy`` run spent 8 % of its CPU time in the kernel before. The price is
+    memory the process keeps (the peak it reached, and up to :data:`TRIM_THRESHOLD` of it
+    unreturned).
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
