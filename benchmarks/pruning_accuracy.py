@@ -43,14 +43,16 @@ handling; its own lambda, chosen on validation), each judged as "reweighted - va
                                           [--dense-cache DIR] [--out benchmarks/results]
                                           [--set k=v ...]
 
-Time on 2 idle Zen 3 cores (session 9; 2 worker processes of one thread): the rows take
-about 46 minutes (27 row jobs of 150-230 s), the two dense models of 40 epochs about 25 more,
-side by side (1462-1582 s measured beside the test suite; 20 epochs alone took 536-565 s),
-once: with the dense cache warm the default profile fits the 60-minute budget, from nothing
-it does not (about 65-70 min; the whole run with 20 dense epochs took 55.6). Session 5's
-design (4 + 3 epochs per row, 3-value grids, one process) took 102. Beside any other CPU job
-it takes several times longer. ``--quick`` is a smoke test of the whole pipeline (tiny data,
-no meaningful numbers).
+Time on 2 idle Zen 3 cores (session 15; 2 worker processes of one thread): **51.2 min from
+nothing** -- the two dense models of 40 epochs side by side (883 / 901 s), then 27 row jobs of
+139-178 s -- and about 36 with the dense cache warm. Before session 15 the same cold run took
+63.4 min; what made it fit: glibc keeping freed memory between steps (``EngineConfig.keep_heap``:
+page faults had cost 15-22 % of a step), inference in passes of 8 clips channels-last
+(``rt3d_prune.train.infer``), the teacher's outputs memoized
+(``EngineConfig.memoize_teacher``), rows starting as soon as their own dense model is there.
+Session 5's design (4 + 3 epochs per row, 3-value grids, one process) took 102. Beside any
+other CPU job it takes several times longer. ``--quick`` is a smoke test of the whole pipeline
+(tiny data, no meaningful numbers).
 """
 
 from __future__ import annotations
