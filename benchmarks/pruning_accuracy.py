@@ -45,10 +45,10 @@ handling; its own lambda, chosen on validation), each judged as "reweighted - va
 
 Time on 2 idle Zen 3 cores (session 15; 2 worker processes of one thread): **51.2 min from
 nothing** -- the two dense models of 40 epochs side by side (883 / 901 s), then 27 row jobs of
-139-178 s -- and about 36 with the dense cache warm. Before session 15 the same cold run took
-63.4 min; what made it fit: glibc keeping freed memory between steps (``EngineConfig.keep_heap``:
-page faults had cost 15-22 % of a step), inference in passes of 8 clips channels-last
-(``rt3d_prune.train.infer``), the teacher's outputs memoized
+139-178 s -- and about 36 with the dense cache warm. With inference in passes of 8 clips
+channels-last (``rt3d_prune.train.infer``) but nothing else of session 15 a cold run took 63.4
+min; what made it fit: glibc keeping freed memory between steps (``EngineConfig.keep_heap``:
+page faults had cost 15-22 % of a step), the teacher's outputs memoized
 (``EngineConfig.memoize_teacher``), rows starting as soon as their own dense model is there.
 Session 5's design (4 + 3 epochs per row, 3-value grids, one process) took 102. Beside any
 other CPU job it takes several times longer. ``--quick`` is a smoke test of the whole pipeline
