@@ -43,7 +43,15 @@ from .distributed import Runtime, broadcast_, resolve_amp, setup
 from .regularizer import GroupRegularizer
 from .schemes import group_norms
 from .sparsifier import GroupSparsifier
-from .train import TrainConfig, distillation_loss, evaluate, infer, lr_at, make_optimizer
+from .train import (
+    TrainConfig,
+    batch_to,
+    distillation_loss,
+    evaluate,
+    infer,
+    lr_at,
+    make_optimizer,
+)
 
 __all__ = ["CHECKPOINT", "EngineConfig", "NonFiniteLossError", "TeacherMemo", "keep_freed_memory",
            "run_pruning"]
@@ -246,12 +254,6 @@ def to_memory_format(model: nn.Module, memory_format: torch.memory_format) -> nn
     return model
 
 
-def _batch(x: Tensor, device: torch.device, memory_format: torch.memory_format,
-           non_blocking: bool = False) -> Tensor:
-    x = x.to(device, non_blocking=non_blocking)
-    return x.contiguous(memory_format=memory_format) if x.dim() == 5 else x
-
-
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     # every epoch starts from an RNG state that depends only on (seed, epoch, rank): a resumed
     # run draws the same dropout masks as an uninterrupted one
@@ -304,7 +306,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: DataLoader, batches: int,
     for i, (x, _) in enumerate(loader):
         if i >= batches:
             break
-        model(_batch(x, device, memory_format))
+        model(batch_to(x, device, memory_format))
     for bn, m in zip(bns, momenta):
         bn.momentum = m
 
@@ -562,7 +564,7 @@ def run_pruning(
                 lr = lr_at(cfg, i * len(loader) + step, len(loader))
                 for group in opt.param_groups:
                     group["lr"] = lr
-                x = _batch(x, runtime.device, layout, non_blocking=pin)
+                x = batch_to(x, runtime.device, layout, non_blocking=pin)
                 y = y.to(runtime.device, non_blocking=pin)
                 with torch.autocast(runtime.device.type, dtype=amp_dtype or torch.float32,
                                     enabled=amp_dtype is not None):
