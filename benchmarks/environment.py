@@ -37,7 +37,7 @@ def environment_info() -> dict[str, Any]:
     import numpy
     import tvm
 
-    from rt3d_passes.target import codegen_cpu
+    from rt3d_passes.target import codegen_cpu, host_mattr
 
     system_cpu = tvm.target.codegen.llvm_get_system_cpu()
     info = {
@@ -45,6 +45,7 @@ def environment_info() -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)),
         "llvm_mcpu": system_cpu,
         "codegen_mcpu": codegen_cpu(system_cpu),
+        "codegen_mattr": host_mattr(codegen_cpu(system_cpu)),
         "python": platform.python_version(),
         "tvm": tvm.__version__,
         "numpy": numpy.__version__,

@@ -61,6 +61,7 @@ from .utils import (
 __all__ = [
     "AVX2",
     "AVX512",
+    "AVX512_YMM",
     "CHANNEL_BLOCK_COPY_BYTES",
     "COLUMN_BLOCK_MIN",
     "COLUMN_BLOCK_MIN_TEMPORAL",
@@ -90,6 +91,7 @@ __all__ = [
     "untuned_tile",
     "vector_axis_default",
     "w_is_contiguous",
+    "wide_vectors",
     "winograd_cost_config",
     "winograd_transform_byte_cost",
 ]
@@ -158,11 +160,22 @@ class CPUConfig:
 AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block=32,
                  whole_rows=True, channel_tile=4, dhcw_copy=True, channel_blocks=True,
                  transform_byte_cost=5.5)
-#: AVX-512 (VL): 32 registers, usable at 256 bits too. Lanes stay 8: LLVM prefers 256-bit
-#: vectors even on AVX-512 CPUs (znver4, icelake...), and 28 lanes of a W tile became 4
-#: registers each, spilling (measured: 10x slower).
-AVX512 = CPUConfig("x86-avx512", lanes=8, max_registers=24, channel_blocks=True,
+#: AVX-512 with 512-bit vectors (zmm): 16 lanes, 28 of the 32 registers for accumulators.
+#: The target must lift LLVM's 256-bit preference (``-prefer-256-bit`` in ``mattr``, which
+#: :func:`rt3d_passes.target.host_target` sets; :func:`cpu_config` reads it): otherwise LLVM
+#: splits every 16-lane vector in two. A W tile is at most one vector or whole vectors
+#: (``min_tail = 16``): 28 = 16 + 12 lanes was legalized lane by lane through the stack, 25x
+#: slower (C3D conv2 dense 2513 ms). Interleaved on an Emerald Rapids Xeon (2 threads, 2
+#: 512-bit FMA ports: a 256-bit vector reaches half the FMA peak), against :data:`AVX512_YMM`:
+#: C3D dense conv1-conv4b 1.25-1.42x faster (conv2 115 -> 153 G MAC/s, conv4b 65 -> 84), at
+#: 85 % KGS 1.15-1.30x; conv5's 7-wide maps unchanged.
+AVX512 = CPUConfig("x86-avx512", lanes=16, max_registers=28, min_tail=16, channel_blocks=True,
                    transform_byte_cost=5.5)
+#: AVX-512 compiled with LLVM's 256-bit preference (``znver4``, whose 512-bit operations are
+#: two 256-bit halves, and any AVX-512 target without ``-prefer-256-bit``): 8 lanes, 24 of
+#: the 32 registers for accumulators. Measured on Zen 4.
+AVX512_YMM = CPUConfig("x86-avx512-ymm", lanes=8, max_registers=24, channel_blocks=True,
+                       transform_byte_cost=5.5)
 #: aarch64 NEON (every Kryo core): 32 registers of 4 fp32, 3/4 of them for accumulators
 #: (vectorized over a group of ``g_m = 4`` channels it is the by-element
 #: ``fmla v.4s, v.4s, v.s[i]`` form; along W, 4 positions per register). The Winograd traffic
@@ -175,15 +188,22 @@ def is_arm(target: Target) -> bool:
 
 
 def cpu_config(target: Target | None = None) -> CPUConfig:
-    """The config of ``target`` (the current target when None; AVX2 without any)."""
+    """The config of ``target`` (the current target when None; AVX2 without any): on AVX-512,
+    :data:`AVX512` when the target lifts LLVM's 256-bit preference, else :data:`AVX512_YMM`."""
     target = target or Target.current(allow_none=True)
     if target is None:
         return AVX2
     if is_arm(target):
         return NEON
     if codegen.target_has_features(["avx512f"], target):
-        return AVX512
+        return AVX512 if wide_vectors(target) else AVX512_YMM
     return AVX2
+
+
+def wide_vectors(target: Target) -> bool:
+    """Whether ``target`` lets LLVM use 512-bit registers for 16-lane vectors: its ``mattr``
+    turns off ``prefer-256-bit`` (see :data:`AVX512`)."""
+    return "-prefer-256-bit" in [str(a) for a in target.attrs.get("mattr", [])]
 
 
 def _config_of_cpu(target: Target | None) -> CPUConfig | None:
@@ -278,8 +298,11 @@ def row_vector_lanes(target: Target | None) -> int:
     AVX-512, where a part-filled vector along W (C3D's 28- and 14-wide maps give 7 lanes) is
     assembled from three loads and two shuffles and stored lane by lane, while its
     accumulators are only 8 (C3D conv3a/conv3b at the paper's preset: 1.26-1.32x faster
-    computing 32-wide rows, interleaved on Zen 3). Measured there only: AVX-512 (whose tiles
-    are 14 and 16 wide), NEON and GPU targets keep their rows (:attr:`CPUConfig.whole_rows`)."""
+    computing 32-wide rows, interleaved on Zen 3). AVX-512 (whose W tiles are whole 16-lane
+    vectors or one vector of at most 16 lanes: 14 on C3D's maps), NEON and GPU targets keep
+    their rows (:attr:`CPUConfig.whole_rows`): with 512-bit vectors on an Emerald Rapids Xeon
+    rows of 32 and 64 ran C3D's conv2/conv3a dense 1.10x faster but conv3b 1.28x slower, and
+    at 85 % KGS 0.97-1.02x."""
     config = _config_of_cpu(target)
     return config.lanes if config is not None and config.whole_rows else 0
 
@@ -524,7 +547,7 @@ def schedule_kgs_conv3d_cpu(
         same function is a MetaSchedule design space.
     lanes : int
         fp32 lanes of the vector registers the code uses (8 for AVX2, and for AVX-512 where
-        LLVM prefers 256-bit vectors; 4 for NEON).
+        LLVM prefers 256-bit vectors; 16 for AVX-512 with 512-bit vectors; 4 for NEON).
     max_registers : int
         Vector registers the accumulator tile may take (leave a few of the register file for
         the weight/input vectors and addresses).

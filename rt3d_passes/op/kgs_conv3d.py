@@ -104,12 +104,12 @@ PAD_OFFSET = 0
 #: row the rows of every channel in turn. An output row reads, per kept column, a row or two
 #: of one channel and plane; in CDHW those are hundreds of short lines scattered over the
 #: copy (a 3x1x1 conv over 144 channels: 432 rows of 224 bytes, 12.5 KB apart), in DHCW the
-#: few planes' rows of all channels lie together. ``"CDHW8c"`` / ``"CDHW4c"`` (channel-wise
-#: layers only): blocks of 8 / 4 channels, each block's padded volume with the block's
-#: channels innermost, so a vector of a block's channels is one load
-#: (``schedules.contract.channel_block``). Chosen per layer by the target
+#: few planes' rows of all channels lie together. ``"CDHW16c"`` / ``"CDHW8c"`` / ``"CDHW4c"``
+#: (channel-wise layers only): blocks of 16 / 8 / 4 channels (a vector of the target), each
+#: block's padded volume with the block's channels innermost, so a vector of a block's
+#: channels is one load (``schedules.contract.channel_block``). Chosen per layer by the target
 #: (``schedules.cpu_kgs_conv3d.copy_layout``).
-COPY_LAYOUTS = ("CDHW", "DHCW", "CDHW4c", "CDHW8c")
+COPY_LAYOUTS = ("CDHW", "DHCW", "CDHW4c", "CDHW8c", "CDHW16c")
 
 
 class Conv3DGeometry:
@@ -122,7 +122,7 @@ class Conv3DGeometry:
     strides : (s_d, s_h, s_w)
     padding : (front, top, left, back, bottom, right), Relax's order; 3 values mean symmetric.
     dilation : (dil_d, dil_h, dil_w)
-    copy_layout : {"CDHW", "DHCW", "CDHW4c", "CDHW8c"}
+    copy_layout : {"CDHW", "DHCW", "CDHW4c", "CDHW8c", "CDHW16c"}
         Layout of the flat padded copy (:data:`COPY_LAYOUTS`). Any but ``"CDHW"`` needs
         padding (a conv without it reads its input in place).
     """

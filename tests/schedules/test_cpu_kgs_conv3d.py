@@ -173,16 +173,38 @@ def test_pad_copy_is_parallel_over_channels_only(rng, channels):
 def test_avx2_w_tile_keeps_half_a_vector_at_least(rng):
     """On AVX2 a W tile of 8 + 2 positions (10) ran 3.7x slower than a 5-wide one on Zen 3
     (X3D's depthwise 10x10 / 20x20 maps): the default tile leaves no part-filled vector with
-    fewer than 4 lanes after whole ones; other configs keep such tiles."""
-    from schedules.cpu_kgs_conv3d import AVX2, AVX512, register_tile
+    fewer than 4 lanes after whole ones; the 8-lane AVX-512 config keeps such tiles."""
+    from schedules.cpu_kgs_conv3d import AVX2, AVX512_YMM, register_tile
 
-    assert AVX2.min_tail == 4 and AVX512.min_tail == 1
+    assert AVX2.min_tail == 4 and AVX512_YMM.min_tail == 1
     for ow in (10, 20, 40, 30):
         r_w, _ = register_tile(ow, 10, 1, 8, 12, "w", AVX2.min_tail)
         assert ow % r_w == 0 and (r_w <= 8 or r_w % 8 == 0 or r_w % 8 >= 4), (ow, r_w)
     assert register_tile(10, 10, 1, 8, 12, "w", 4)[0] == 5
     assert register_tile(10, 10, 1, 8, 12, "w", 1)[0] == 10
     assert register_tile(56, 8, 1, 8, 12, "w", 4)[0] == 14  # 8 + 6: kept
+
+
+def test_avx512_zmm_tiles_are_one_vector_or_whole_vectors():
+    """With 512-bit vectors a W tile is at most one vector or whole vectors: 28 = 16 + 12
+    lanes ran 25x slower (legalized through the stack). C3D's 56-, 28- and 14-wide maps take
+    14-lane tiles, 112 whole vectors; the config is chosen by the target's ``mattr``."""
+    from rt3d_passes.target import host_mattr
+    from schedules.cpu_kgs_conv3d import AVX512, AVX512_YMM, cpu_config, register_tile
+
+    assert (AVX512.lanes, AVX512.min_tail, AVX512_YMM.lanes) == (16, 16, 8)
+    for ow, want in ((112, 16), (56, 14), (28, 14), (14, 14), (7, 7), (40, 10), (80, 16)):
+        r_w, _ = register_tile(ow, 8, 8, AVX512.lanes, AVX512.max_registers, "w",
+                               AVX512.min_tail)
+        assert r_w == want, (ow, r_w)
+    spr = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids"})
+    wide = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids",
+                              "mattr": host_mattr("sapphirerapids")})
+    zen4 = tvm.target.Target({"kind": "llvm", "mcpu": "znver4", "mattr": host_mattr("znver4")})
+    assert host_mattr("sapphirerapids") == ["-prefer-256-bit"] and host_mattr("znver4") == []
+    assert host_mattr("haswell") == [] and host_mattr("znver3") == []
+    assert cpu_config(wide) is AVX512
+    assert cpu_config(spr) is AVX512_YMM and cpu_config(zen4) is AVX512_YMM
 
 
 def test_avx2_depthwise_on_ten_wide_maps_matches_torch(rng):
@@ -285,13 +307,15 @@ def test_avx2_tiles_channels_and_pads_columns_to_its_blocks():
     from schedules.cpu_kgs_conv3d import (
         AVX2,
         AVX512,
+        AVX512_YMM,
         NEON,
         column_multiple,
         register_tile,
         tile_channels,
     )
 
-    assert (AVX2.channel_tile, AVX512.channel_tile, NEON.channel_tile) == (4, 0, 0)
+    assert (AVX2.channel_tile, AVX512.channel_tile, AVX512_YMM.channel_tile,
+            NEON.channel_tile) == (4, 0, 0, 0)
     assert tile_channels(8, 4) == 4 and tile_channels(8, 0) == 8
     assert tile_channels(4, 4) == 4 and tile_channels(6, 4) == 6 and tile_channels(1, 4) == 1
     for ow, oh in ((56, 56), (32, 28), (16, 14)):  # C3D's maps, rows of whole vectors
