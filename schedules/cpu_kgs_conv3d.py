@@ -86,6 +86,7 @@ __all__ = [
     "rows_outer_default",
     "schedule_cpu",
     "schedule_kgs_conv3d_cpu",
+    "stream_bytes",
     "tile_channels",
     "tiles_channels",
     "untuned_tile",
@@ -390,6 +391,11 @@ def tile_channels(group_m: int, tile: int) -> int:
 #: layers (schedule_bench) it wins for every pruned layer, even with weights of a few MB
 #: streaming from L3, and ties on dense layers until their weights far exceed the caches.
 ROWS_OUTER_WEIGHT_BYTES = 4 * 1024 * 1024
+#: Inputs (padded copies) up to this size stay in a core's L2 cache while the groups sweep
+#: them, so weights over :data:`ROWS_OUTER_WEIGHT_BYTES` keep groups outside however few
+#: bytes :func:`stream_bytes` gives rows outside: C3D's conv5a at 85 % KGS (a 0.66 MB copy)
+#: ran 1.4x slower with rows outside, and R(2+1)D-18 3 % slower (Emerald Rapids).
+GROUPS_OUTER_INPUT_BYTES = 1024 * 1024
 #: Rows outside groups: fewer row tiles than this, and the groups join the parallel loop
 #: (tasks of one row tile and one group). Slow-R50's res5 pointwise convs (8x4x4 maps: one
 #: row of 128 positions) ran on one thread: 512 -> 2048, Zen 3, 2 threads, interleaved,
@@ -416,16 +422,46 @@ CHANNEL_TASKS_MIN = 16
 GROUPS_OUTER_CHANNELS = 4
 
 
-def rows_outer_default(sch: s_tir.Schedule) -> bool:
+def rows_outer_default(sch: s_tir.Schedule, row_tiles: int | None = None) -> bool:
     """Heuristic loop order: rows outside groups unless the compacted weights are large or
-    each group reads only a few input channels (depthwise / grouped convs)."""
+    each group reads only a few input channels (depthwise / grouped convs).
+
+    Weights over :data:`ROWS_OUTER_WEIGHT_BYTES` still go inside the rows when the input is
+    over :data:`GROUPS_OUTER_INPUT_BYTES` and, given the ``row_tiles`` of the register tile,
+    streaming the weights once per row tile moves fewer bytes than reading the input once per
+    group (:func:`stream_bytes`)."""
     values = next(r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
                   if len(r.source.shape) == 3)
     groups, columns, group_m = (int(v) for v in values.shape)
     kernel = _kernel(sch)
     if groups > 1 and columns <= GROUPS_OUTER_CHANNELS * kernel[0] * kernel[1] * kernel[2]:
         return False
-    return 4 * groups * columns * group_m <= ROWS_OUTER_WEIGHT_BYTES
+    weight_bytes = 4 * groups * columns * group_m
+    if weight_bytes <= ROWS_OUTER_WEIGHT_BYTES:
+        return True
+    input_bytes = _input_bytes(sch)
+    if row_tiles is None or input_bytes <= GROUPS_OUTER_INPUT_BYTES:
+        return False
+    rows, cols = stream_bytes(weight_bytes, input_bytes, groups, row_tiles)
+    return rows <= cols
+
+
+def stream_bytes(weight_bytes: int, input_bytes: int, groups: int, row_tiles: int
+                 ) -> tuple[int, int]:
+    """Bytes each loop order streams from the outer caches: rows outside, the weights once
+    per row tile; groups outside, the input once per group. C3D's conv4b at 85 % KGS (4.2 MB
+    of weights, 28 row tiles; a 3.1 MB padded copy, 64 groups): 118 against 200 MB, and rows
+    outside ran it 1.26x faster (Emerald Rapids, 2 threads, interleaved); dense (28 MB) and
+    conv5a at 85 % (59 against 42 MB) stay groups outside (ties; rows outside 1.4-1.7x
+    slower on conv5a)."""
+    return weight_bytes * row_tiles, input_bytes * groups
+
+
+def _input_bytes(sch: s_tir.Schedule) -> int:
+    """Bytes of the activations the convolution reads (its padded copy, or the input)."""
+    reads = [r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
+             if len(r.source.shape) != 3 and str(r.source.dtype).startswith("float")]
+    return max((math.prod(int(v) for v in buf.shape) * 4 for buf in reads), default=0)
 
 
 def w_is_contiguous(sch: s_tir.Schedule) -> bool:
@@ -575,8 +611,6 @@ def schedule_kgs_conv3d_cpu(
     """
     if is_channel_blocked(sch):
         return schedule_channelwise_conv3d_cpu(sch, fixed, max_registers)
-    if rows_outer is None:
-        rows_outer = rows_outer_default(sch)
     if vector_axis is None:
         vector_axis = vector_axis_default(sch, lanes)
     if vector_axis not in ("w", "m"):
@@ -605,6 +639,9 @@ def schedule_kgs_conv3d_cpu(
                                   min_tail, w_registers)
     max_w = max_registers if vector_axis == "m" else lanes * max(
         1, min(max_registers // gm_tile, w_registers))
+    if rows_outer is None:
+        rows_outer = rows_outer_default(sch, int(sch.get(n).extent) * -(-od // fixed_tile[2])
+                                        * -(-oh // fixed_tile[1]))
     r_w = tile(sch, w, max_w, fixed_tile[0] if fixed else None)
     r_h = tile(sch, h, max(1, max_registers // 4), fixed_tile[1] if fixed else None)
     r_d = tile(sch, d, max(1, max_registers // 4), fixed_tile[2] if fixed else None)

@@ -110,6 +110,33 @@ def test_depthwise_convs_sweep_groups_outside_rows(rng):
     assert rows_outer_default(s_tir.Schedule(_func(rng))) is True
 
 
+def test_large_weights_go_inside_rows_when_they_stream_fewer_bytes(rng):
+    """Weights over ROWS_OUTER_WEIGHT_BYTES: groups outside, unless the input is larger than
+    an L2 and streaming the weights once per row tile moves fewer bytes than the input once
+    per group (C3D's conv4b at 85 %: 4.2 MB of weights, a 3.1 MB padded copy)."""
+    from schedules.cpu_kgs_conv3d import (
+        GROUPS_OUTER_INPUT_BYTES,
+        ROWS_OUTER_WEIGHT_BYTES,
+        rows_outer_default,
+        stream_bytes,
+    )
+
+    w = structured_weight((512, 512, 3, 3, 3), "kgs", 0.85, (8, 4), rng)
+    packed = S.compact(w, (8, 4))
+    assert packed.values.nbytes > ROWS_OUTER_WEIGHT_BYTES
+    conv4b = s_tir.Schedule(kgs_conv3d_primfunc((1, 512, 4, 14, 14), packed, padding=(1,) * 3))
+    conv5a = s_tir.Schedule(kgs_conv3d_primfunc((1, 512, 2, 7, 7), packed, padding=(1,) * 3))
+    copy = 512 * 6 * 16 * 16 * 4
+    assert copy > GROUPS_OUTER_INPUT_BYTES > 512 * 4 * 9 * 9 * 4
+    assert rows_outer_default(conv4b, 28) is True
+    rows, cols = stream_bytes(packed.values.nbytes, copy, 64, 28)
+    assert rows < cols
+    # many row tiles: the weights would stream more bytes than the input
+    assert rows_outer_default(conv4b, 64 * copy // packed.values.nbytes + 1) is False
+    assert rows_outer_default(conv4b) is False  # no tile known: the old rule
+    assert rows_outer_default(conv5a, 7) is False  # its input stays in L2
+
+
 def test_register_tile_fits_the_register_file():
     from schedules.cpu_kgs_conv3d import register_tile
 
