@@ -169,9 +169,12 @@ AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block
 #: slower (C3D conv2 dense 2513 ms). Interleaved on an Emerald Rapids Xeon (2 threads, 2
 #: 512-bit FMA ports: a 256-bit vector reaches half the FMA peak), against :data:`AVX512_YMM`:
 #: C3D dense conv1-conv4b 1.25-1.42x faster (conv2 115 -> 153 G MAC/s, conv4b 65 -> 84), at
-#: 85 % KGS 1.15-1.30x; conv5's 7-wide maps unchanged.
-AVX512 = CPUConfig("x86-avx512", lanes=16, max_registers=28, min_tail=16, channel_blocks=True,
-                   transform_byte_cost=5.5)
+#: 85 % KGS 1.15-1.30x; conv5's 7-wide maps unchanged. Temporal convs keep the DHCW copy
+#: (:func:`copy_layout`), as on AVX2: whole models at their presets, interleaved there,
+#: R(2+1)D-18 1.06-1.07x faster (123.6 -> 116.4, 118.9 -> 111.2 ms), SlowFast-R50 1.05x,
+#: Slow-R50 1.04x. Channel blocks of 8 instead of 16 lanes: X3D-S and X3D-XS 3 % slower.
+AVX512 = CPUConfig("x86-avx512", lanes=16, max_registers=28, min_tail=16, dhcw_copy=True,
+                   channel_blocks=True, transform_byte_cost=5.5)
 #: AVX-512 compiled with LLVM's 256-bit preference (``znver4``, whose 512-bit operations are
 #: two 256-bit halves, and any AVX-512 target without ``-prefer-256-bit``): 8 lanes, 24 of
 #: the 32 registers for accumulators. Measured on Zen 4.

@@ -99,8 +99,8 @@ def test_conv3d_block_matches_torch(case: Conv3DCase):
 @FUZZ
 @given(case=conv3d_cases(temporal=True))
 def test_temporal_block_matches_torch(case: Conv3DCase):
-    """Temporal convs (``Kd x 1 x 1``): on an AVX2 host their padded copy is DHCW
-    (``schedules.cpu_kgs_conv3d.copy_layout``); the layout's own tests in
+    """Temporal convs (``Kd x 1 x 1``): on an AVX2 or a 512-bit AVX-512 host their padded
+    copy is DHCW (``schedules.cpu_kgs_conv3d.copy_layout``); the layout's own tests in
     ``test_kgs_conv3d.py`` run whatever the host."""
     check_case(case)
 

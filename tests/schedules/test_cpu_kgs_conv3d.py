@@ -380,16 +380,21 @@ def test_pointwise_layers_on_large_maps_keep_whole_groups(rng):
         assert ("m_1_0" in names) == tiled, names
 
 
-def test_avx2_keeps_temporal_convs_padded_copy_in_dhcw():
+def test_temporal_convs_keep_padded_copy_in_dhcw():
     """Temporal convs (Kd x 1 x 1, Kd > 1) with a padded copy, not channel-wise, get the DHCW
-    copy on AVX2; spatial kernels, pointwise, unpadded or channel-wise layers and the other
-    targets keep CDHW."""
-    from schedules.cpu_kgs_conv3d import AVX2, AVX512, NEON, copy_layout
+    copy on AVX2 and on AVX-512 with 512-bit vectors; spatial kernels, pointwise, unpadded or
+    channel-wise layers and the other targets (AVX-512 with 256-bit vectors too) keep CDHW."""
+    from rt3d_passes.target import host_mattr
+    from schedules.cpu_kgs_conv3d import AVX2, AVX512, AVX512_YMM, NEON, copy_layout
 
-    assert (AVX2.dhcw_copy, AVX512.dhcw_copy, NEON.dhcw_copy) == (True, False, False)
+    assert (AVX2.dhcw_copy, AVX512.dhcw_copy, AVX512_YMM.dhcw_copy, NEON.dhcw_copy) == \
+        (True, True, False, False)
     avx2 = tvm.target.Target({"kind": "llvm", "mcpu": "znver3"})
+    zmm = tvm.target.Target({"kind": "llvm", "mcpu": "sapphirerapids",
+                             "mattr": host_mattr("sapphirerapids")})
     for kernel in ((3, 1, 1), (5, 1, 1), (7, 1, 1)):
         assert copy_layout(avx2, kernel, True, False) == "DHCW"
+        assert copy_layout(zmm, kernel, True, False) == "DHCW"
     for kernel, padded, channelwise in (((3, 1, 1), False, False), ((3, 1, 1), True, True),
                                         ((1, 3, 3), True, False), ((3, 3, 3), True, False),
                                         ((1, 1, 1), True, False), ((3, 1, 3), True, False)):
