@@ -172,7 +172,9 @@ AVX2 = CPUConfig("x86-avx2", lanes=8, max_registers=12, min_tail=4, column_block
 #: 85 % KGS 1.15-1.30x; conv5's 7-wide maps unchanged. Temporal convs keep the DHCW copy
 #: (:func:`copy_layout`), as on AVX2: whole models at their presets, interleaved there,
 #: R(2+1)D-18 1.06-1.07x faster (123.6 -> 116.4, 118.9 -> 111.2 ms), SlowFast-R50 1.05x,
-#: Slow-R50 1.04x. Channel blocks of 8 instead of 16 lanes: X3D-S and X3D-XS 3 % slower.
+#: Slow-R50 1.04x. Channel blocks of 8 instead of 16 lanes: X3D-S and X3D-XS 3 % slower;
+#: vectors over a group's 8 channels where a W row fills less than a vector (as on AVX2):
+#: R(2+1)D-18 0.93x, Slow-R50 0.94x, X3D-S 0.91x.
 AVX512 = CPUConfig("x86-avx512", lanes=16, max_registers=28, min_tail=16, dhcw_copy=True,
                    channel_blocks=True, transform_byte_cost=5.5)
 #: AVX-512 compiled with LLVM's 256-bit preference (``znver4``, whose 512-bit operations are
