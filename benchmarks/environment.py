@@ -40,12 +40,13 @@ def environment_info() -> dict[str, Any]:
     from rt3d_passes.target import codegen_cpu, host_mattr
 
     system_cpu = tvm.target.codegen.llvm_get_system_cpu()
+    mcpu = codegen_cpu(system_cpu)
     info = {
         "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
         "llvm_mcpu": system_cpu,
-        "codegen_mcpu": codegen_cpu(system_cpu),
-        "codegen_mattr": host_mattr(codegen_cpu(system_cpu)),
+        "codegen_mcpu": mcpu,
+        "codegen_mattr": host_mattr(mcpu),
         "python": platform.python_version(),
         "tvm": tvm.__version__,
         "numpy": numpy.__version__,

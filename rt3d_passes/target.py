@@ -5,6 +5,8 @@ from __future__ import annotations
 import tvm
 from tvm.target import Target
 
+from schedules.cpu_kgs_conv3d import WIDE_VECTORS_MATTR
+
 from .threads import available_cpus
 
 __all__ = ["CODEGEN_CPU", "NARROW_VECTOR_CPUS", "TARGET_NAMES", "codegen_cpu", "get_target",
@@ -45,7 +47,7 @@ def host_mattr(mcpu: str) -> list[str]:
     if mcpu in NARROW_VECTOR_CPUS or not tvm.target.codegen.target_has_features(
             ["avx512f"], probe):
         return []
-    return ["-prefer-256-bit"]
+    return [WIDE_VECTORS_MATTR]
 
 
 def host_target(num_cores: int | None = None) -> Target:

@@ -69,6 +69,7 @@ __all__ = [
     "NEON",
     "POINTWISE_TILE_POSITIONS",
     "ROW_TASKS_MIN",
+    "WIDE_VECTORS_MATTR",
     "CPUConfig",
     "KGSConv3DCPU",
     "accumulators",
@@ -206,10 +207,14 @@ def cpu_config(target: Target | None = None) -> CPUConfig:
     return AVX2
 
 
+#: The ``mattr`` entry that lifts LLVM's preference for 256-bit vectors (see :data:`AVX512`).
+WIDE_VECTORS_MATTR = "-prefer-256-bit"
+
+
 def wide_vectors(target: Target) -> bool:
     """Whether ``target`` lets LLVM use 512-bit registers for 16-lane vectors: its ``mattr``
-    turns off ``prefer-256-bit`` (see :data:`AVX512`)."""
-    return "-prefer-256-bit" in [str(a) for a in target.attrs.get("mattr", [])]
+    holds :data:`WIDE_VECTORS_MATTR`."""
+    return WIDE_VECTORS_MATTR in [str(a) for a in target.attrs.get("mattr", [])]
 
 
 def _config_of_cpu(target: Target | None) -> CPUConfig | None:
@@ -435,8 +440,8 @@ def rows_outer_default(sch: s_tir.Schedule, row_tiles: int | None = None) -> boo
     over :data:`GROUPS_OUTER_INPUT_BYTES` and, given the ``row_tiles`` of the register tile,
     streaming the weights once per row tile moves fewer bytes than reading the input once per
     group (:func:`stream_bytes`)."""
-    values = next(r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
-                  if len(r.source.shape) == 3)
+    reads = [r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads]
+    values = next(buf for buf in reads if len(buf.shape) == 3)
     groups, columns, group_m = (int(v) for v in values.shape)
     kernel = _kernel(sch)
     if groups > 1 and columns <= GROUPS_OUTER_CHANNELS * kernel[0] * kernel[1] * kernel[2]:
@@ -444,7 +449,9 @@ def rows_outer_default(sch: s_tir.Schedule, row_tiles: int | None = None) -> boo
     weight_bytes = 4 * groups * columns * group_m
     if weight_bytes <= ROWS_OUTER_WEIGHT_BYTES:
         return True
-    input_bytes = _input_bytes(sch)
+    # the activations it reads: the padded copy, or the input (the other float buffer)
+    input_bytes = max(math.prod(int(v) for v in buf.shape) * 4 for buf in reads
+                      if len(buf.shape) != 3 and str(buf.dtype).startswith("float"))
     if row_tiles is None or input_bytes <= GROUPS_OUTER_INPUT_BYTES:
         return False
     rows, cols = stream_bytes(weight_bytes, input_bytes, groups, row_tiles)
@@ -460,13 +467,6 @@ def stream_bytes(weight_bytes: int, input_bytes: int, groups: int, row_tiles: in
     conv5a at 85 % (59 against 42 MB) stay groups outside (ties; rows outside 1.4-1.7x
     slower on conv5a)."""
     return weight_bytes * row_tiles, input_bytes * groups
-
-
-def _input_bytes(sch: s_tir.Schedule) -> int:
-    """Bytes of the activations the convolution reads (its padded copy, or the input)."""
-    reads = [r.source for r in sch.get(sch.get_sblock(KGS_CONV3D_BLOCK)).reads
-             if len(r.source.shape) != 3 and str(r.source.dtype).startswith("float")]
-    return max((math.prod(int(v) for v in buf.shape) * 4 for buf in reads), default=0)
 
 
 def w_is_contiguous(sch: s_tir.Schedule) -> bool:
